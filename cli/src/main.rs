@@ -1,1 +1,80 @@
-fn main() {}
+//! The `marque` command: thin glue between the command line and the
+//! `marque-keys` and `marque-verifier` libraries.
+//!
+//! Exit codes: 0 ok or verified, 1 verification failed, 2 usage or
+//! operational error.
+
+mod args;
+mod cmd;
+mod output;
+mod password;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+/// What a command concluded, mapped to the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Everything succeeded or verified.
+    Ok,
+    /// At least one image failed verification.
+    Failed,
+    /// At least one operation could not be carried out.
+    Error,
+}
+
+impl Status {
+    fn code(self) -> ExitCode {
+        match self {
+            Status::Ok => ExitCode::SUCCESS,
+            Status::Failed => ExitCode::from(1),
+            Status::Error => ExitCode::from(2),
+        }
+    }
+
+    /// The worse of two: an operational error outranks a failed check,
+    /// because the answer for that image is unknown.
+    pub(crate) fn worst(self, other: Status) -> Status {
+        match (self, other) {
+            (Status::Error, _) | (_, Status::Error) => Status::Error,
+            (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
+            _ => Status::Ok,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("marque: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(cmd::run(cli.command)) {
+        Ok(status) => status.code(),
+        Err(e) => {
+            eprintln!("marque: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("MARQUE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,1 +1,21 @@
-//! stub
+//! Artifact formats, registry I/O and signature verification for marque.
+//!
+//! * [`artifact`]: the cosign payload and signature manifest formats, built
+//!   and parsed in one place.
+//! * [`registry`]: a bounded, digest-checked client for OCI registries and
+//!   OCI image layouts.
+//! * [`sign`] and [`verify`]: signing an image digest and checking its
+//!   signatures against trusted keys.
+//!
+//! This crate does not read key files or prompt for passwords; that is
+//! `marque-keys` and the CLI.
+
+pub mod artifact;
+pub mod digest;
+pub mod reference;
+pub mod registry;
+pub mod sign;
+pub mod verify;
+
+pub use digest::Digest;
+pub use reference::ImageRef;

@@ -1,0 +1,239 @@
+//! Command-line definitions. Each flag is defined once here; its help text
+//! is the documentation users see with `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Sign container images and verify their signatures (cosign-compatible).
+#[derive(Debug, Parser)]
+#[command(name = "marque", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    /// More log output on stderr (-v info, -vv debug). MARQUE_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Generate and inspect signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sign image digests and push the signatures next to the images.
+    #[command(after_help = SIGN_EXAMPLES)]
+    Sign(SignArgs),
+    /// Verify image signatures against public keys.
+    #[command(after_help = VERIFY_EXAMPLES)]
+    Verify(VerifyArgs),
+}
+
+const SIGN_EXAMPLES: &str = "\
+Examples:
+  marque sign --key cosign.key ghcr.io/org/app:1.2.3
+  marque sign --key cosign.key -a git-sha=abc123 ghcr.io/org/app@sha256:…
+  marque sign --key cosign.key oci:./layout:latest
+  MARQUE_PASSWORD=… marque sign --key cosign.key --output json img1 img2 img3
+
+The password of an encrypted key comes from MARQUE_PASSWORD, then
+COSIGN_PASSWORD, then --password-file, then a prompt (only on a terminal).";
+
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  marque verify --key cosign.pub ghcr.io/org/app:1.2.3
+  marque verify --key old.pub --key new.pub --output json ghcr.io/org/app@sha256:…
+  marque verify --key cosign.pub -a git-sha=abc123 oci:./layout
+
+Exit status: 0 every image verified, 1 some image failed verification,
+2 usage or operational error (bad key file, unreachable registry, …).";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Generate a key pair: PREFIX.key (encrypted, cosign format) and PREFIX.pub.
+    #[command(after_help = "Examples:\n  MARQUE_PASSWORD=… marque key generate --output-prefix cosign\n  marque key generate --algorithm ed25519 --output-prefix release")]
+    Generate(KeyGenerateArgs),
+    /// Print the public key of a private key, public key or certificate file.
+    #[command(after_help = "Examples:\n  marque key public --key cosign.key > cosign.pub")]
+    Public(KeyPublicArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyGenerateArgs {
+    /// Path prefix of the files to write (PREFIX.key and PREFIX.pub).
+    #[arg(long, value_name = "PREFIX", default_value = "cosign")]
+    pub(crate) output_prefix: PathBuf,
+    /// Signature algorithm.
+    #[arg(long, value_enum, default_value_t = KeyAlgorithm::EcdsaP256)]
+    pub(crate) algorithm: KeyAlgorithm,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum KeyAlgorithm {
+    /// ECDSA on NIST P-256 with SHA-256 (cosign's default).
+    EcdsaP256,
+    /// Ed25519.
+    Ed25519,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyPublicArgs {
+    /// The key file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PasswordArgs {
+    /// Read the key password from this file (one line; a final newline is
+    /// dropped). MARQUE_PASSWORD and COSIGN_PASSWORD take precedence.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RegistryArgs {
+    /// Allow plain HTTP to registries that are not on a loopback address.
+    #[arg(long)]
+    pub(crate) allow_insecure_registry: bool,
+    /// User name for every registry (instead of ~/.docker/config.json).
+    #[arg(long, value_name = "USER", requires = "registry_password")]
+    pub(crate) registry_username: Option<String>,
+    /// Password for --registry-username.
+    #[arg(long, value_name = "PASSWORD", env = "MARQUE_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub(crate) registry_password: Option<String>,
+    /// Timeout for each registry request, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Human-readable summary on stderr.
+    #[default]
+    Text,
+    /// One JSON document on stdout (the summary still goes to stderr).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignArgs {
+    /// The private key file (cosign/skopeo encrypted, PKCS#8 or SEC1 PEM).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// An annotation to add to the payload's `optional` section.
+    #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
+    pub(crate) annotations: Vec<(String, String)>,
+    /// How many images to sign at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) jobs: u16,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+    /// Images: registry references or oci:PATH[:tag|@digest].
+    #[arg(required = true, value_name = "IMAGE")]
+    pub(crate) images: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IdentityArg {
+    /// The signed identity names the same repository (tag ignored).
+    #[default]
+    Repository,
+    /// The signed identity is exactly the reference given.
+    Exact,
+    /// The signed identity is not checked.
+    Any,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// A trusted public key or certificate (PEM). Repeat for several; any
+    /// one of them may verify.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub(crate) key: Vec<PathBuf>,
+    /// An annotation the signature payload must carry.
+    #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
+    pub(crate) annotations: Vec<(String, String)>,
+    /// How the signed identity must match the image.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) identity: IdentityArg,
+    /// How many images to verify at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) jobs: u16,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+    /// Images: registry references or oci:PATH[:tag|@digest].
+    #[arg(required = true, value_name = "IMAGE")]
+    pub(crate) images: Vec<String>,
+}
+
+fn parse_annotation(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn annotation_flag() {
+        assert_eq!(parse_annotation("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_annotation("a="), Ok(("a".into(), String::new())));
+        assert!(parse_annotation("=b").is_err());
+        assert!(parse_annotation("ab").is_err());
+    }
+
+    #[test]
+    fn sign_needs_an_image_and_a_key() {
+        assert!(Cli::try_parse_from(["marque", "sign", "--key", "k"]).is_err());
+        assert!(Cli::try_parse_from(["marque", "sign", "img"]).is_err());
+        let cli = Cli::try_parse_from(["marque", "sign", "--key", "k", "-a", "x=y", "img"]).unwrap();
+        let Command::Sign(s) = cli.command else { panic!() };
+        assert_eq!(s.annotations, vec![("x".into(), "y".into())]);
+        assert_eq!(s.jobs, 16);
+    }
+
+    #[test]
+    fn verify_flags() {
+        let cli = Cli::try_parse_from([
+            "marque", "verify", "--key", "a.pub", "--key", "b.pub", "--identity", "exact", "-o", "json", "img",
+        ])
+        .unwrap();
+        let Command::Verify(v) = cli.command else { panic!() };
+        assert_eq!(v.key.len(), 2);
+        assert_eq!(v.identity, IdentityArg::Exact);
+        assert_eq!(v.output, OutputFormat::Json);
+        assert!(Cli::try_parse_from(["marque", "verify", "img"]).is_err());
+        assert!(Cli::try_parse_from(["marque", "verify", "--key", "k", "--jobs", "0", "img"]).is_err());
+    }
+
+    #[test]
+    fn registry_username_needs_password() {
+        assert!(Cli::try_parse_from(["marque", "verify", "--key", "k", "--registry-username", "u", "img"]).is_err());
+    }
+}

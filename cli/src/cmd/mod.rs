@@ -1,0 +1,60 @@
+//! One module per subcommand.
+
+mod key;
+mod sign;
+mod verify;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use marque_verifier::registry::{self, Client, ClientOptions};
+
+use crate::Status;
+use crate::args::{Command, KeyCommand, RegistryArgs};
+
+pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
+    match command {
+        Command::Key(KeyCommand::Generate(args)) => key::generate(args),
+        Command::Key(KeyCommand::Public(args)) => key::public(args),
+        Command::Sign(args) => sign::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
+    }
+}
+
+fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
+    let mut options = ClientOptions::default();
+    options.limits.request_timeout = std::time::Duration::from_secs(args.timeout);
+    options.limits.connect_timeout = std::time::Duration::from_secs(args.timeout.min(10));
+    if args.allow_insecure_registry {
+        options.insecure = registry::danger::Insecure::AllowPlainHttp;
+    }
+    if let (Some(username), Some(password)) = (&args.registry_username, &args.registry_password) {
+        options.credentials = Some(registry::credentials::Credentials {
+            username: username.clone(),
+            password: password.clone(),
+        });
+    }
+    Client::new(options).context("cannot set up the registry client")
+}
+
+fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    // Key files are small; refuse anything absurd rather than read it all.
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if meta.len() > 1 << 20 {
+        anyhow::bail!("{what} {} is larger than 1 MiB; is it the right file?", path.display());
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+/// Loads a private key, asking for its password only if it is encrypted.
+fn load_signing_key(path: &Path, password_file: Option<&Path>) -> anyhow::Result<marque_keys::SigningKey> {
+    let data = read_file(path, "key file")?;
+    let file = marque_keys::PrivateKeyFile::parse(&data).with_context(|| path.display().to_string())?;
+    let password = if file.needs_password() {
+        Some(crate::password::get(password_file, path, crate::password::Purpose::Unlock)?)
+    } else {
+        None
+    };
+    file.into_signing_key(password.as_deref().map(|p| p.as_slice()))
+        .with_context(|| path.display().to_string())
+}

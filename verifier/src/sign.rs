@@ -1,0 +1,209 @@
+//! Signing an image digest and appending the signature to its `.sig`
+//! manifest without losing anyone else's.
+//!
+//! Registries have no compare-and-swap on tags, so appending is a
+//! read-modify-write that can race with another signer. [`sign`] therefore
+//! re-reads after every write and re-appends until its layer is present in
+//! two reads separated by a settle delay longer than a writer's own
+//! read-modify-write cycle. A signer whose layer was overwritten by a writer
+//! that read before it wrote sees the loss on the confirming read and
+//! appends again. Every write keeps every layer it read. See
+//! docs/threat-model.md for what this does and does not guarantee.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher as _;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use marque_keys::SigningKey;
+
+use crate::artifact::manifest::{self, Descriptor, ImageManifest};
+use crate::artifact::{OCI_MANIFEST, simple_signing};
+use crate::digest::Digest;
+use crate::reference::ImageRef;
+use crate::registry::{ManifestRef, RegistryError, Repository};
+
+/// The annotation holding a layer's base64 signature.
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+/// Most read-modify-write rounds before giving up.
+const MAX_ROUNDS: usize = 100;
+
+/// The result of signing one image.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The image, pinned to the digest that was signed.
+    pub image: ImageRef,
+    /// The signed manifest digest.
+    pub digest: Digest,
+    /// The tag holding the signature manifest.
+    pub signature_tag: String,
+    /// The digest of the payload blob.
+    pub payload_digest: Digest,
+    /// False when the same key had already signed the same payload, so
+    /// nothing was added.
+    pub appended: bool,
+    /// How many times the signature manifest was written.
+    pub writes: usize,
+}
+
+/// Why signing failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// Reading or writing the registry or layout failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The key could not sign.
+    #[error("signing failed: {0}")]
+    Key(#[from] marque_keys::Error),
+    /// The signature tag holds something marque will not overwrite.
+    #[error("{tag} holds a manifest marque cannot append to ({reason}); refusing to overwrite it")]
+    Unappendable {
+        /// The signature tag.
+        tag: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The signature manifest is full.
+    #[error("{tag} already has {count} signatures, the most verifiers read")]
+    TooManySignatures {
+        /// The signature tag.
+        tag: String,
+        /// How many layers it has.
+        count: usize,
+    },
+    /// Other writers kept overwriting the signature.
+    #[error("gave up after {rounds} writes: other writers kept replacing {tag}")]
+    Contended {
+        /// The signature tag.
+        tag: String,
+        /// Writes attempted.
+        rounds: usize,
+    },
+}
+
+/// Signs `image` in `repo` with `key`, adding `annotations` to the payload's
+/// `optional` section, and appends the signature to the `.sig` manifest.
+pub async fn sign(
+    repo: &Repository,
+    image: &ImageRef,
+    key: &SigningKey,
+    annotations: &BTreeMap<String, String>,
+    max_signatures: usize,
+) -> Result<Signed, SignError> {
+    let digest = repo.resolve(image).await?;
+    let tag = digest.cosign_tag("sig");
+    let payload = simple_signing::build(&image.identity(), &digest, annotations);
+    let payload_digest = Digest::of(&payload);
+
+    let mut layer = Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &payload);
+    let mut signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload)?);
+
+    let mut appended = true;
+    let mut writes = 0;
+    let mut confirmations = 0;
+    let mut cycle = Duration::from_millis(5);
+    let mut payload_pushed = false;
+    loop {
+        let round_start = Instant::now();
+        let existing = read_layers(repo, &tag).await?;
+        if writes == 0 && confirmations == 0 {
+            // Same key, same payload already there: keep that signature
+            // rather than adding a second, randomised one.
+            if let Some(prior) = existing
+                .iter()
+                .find(|l| is_same_signer(l, &payload_digest, &payload, key))
+            {
+                signature = prior.annotations[SIGNATURE_ANNOTATION].clone();
+                appended = false;
+            }
+        }
+        let present = existing.iter().any(|l| {
+            l.digest_str == payload_digest.as_str()
+                && l.annotations.get(SIGNATURE_ANNOTATION) == Some(&signature)
+        });
+        if present {
+            confirmations += 1;
+            if confirmations >= 2 || (!appended && writes == 0) {
+                return Ok(Signed {
+                    image: image.with_digest(digest.clone()),
+                    digest,
+                    signature_tag: tag,
+                    payload_digest,
+                    appended: appended || writes > 0,
+                    writes,
+                });
+            }
+            tokio::time::sleep(settle_delay(cycle)).await;
+            continue;
+        }
+        confirmations = 0;
+        if writes >= MAX_ROUNDS {
+            return Err(SignError::Contended { tag, rounds: writes });
+        }
+        if existing.len() >= max_signatures {
+            return Err(SignError::TooManySignatures {
+                tag,
+                count: existing.len(),
+            });
+        }
+        if !payload_pushed {
+            repo.push_blob(payload.clone()).await?;
+            payload_pushed = true;
+        }
+        layer
+            .annotations
+            .insert(SIGNATURE_ANNOTATION.to_owned(), signature.clone());
+        let mut layers = existing;
+        layers.push(layer.clone());
+        let built = manifest::signature_manifest(layers);
+        repo.push_blob(built.config).await?;
+        repo.push_manifest(&tag, built.manifest, OCI_MANIFEST).await?;
+        writes += 1;
+        cycle = round_start.elapsed();
+        if writes > 1 {
+            // Lost a race: back off a little so writers interleave less.
+            tokio::time::sleep(jitter(cycle * writes.min(8) as u32)).await;
+        }
+    }
+}
+
+/// The layers of the signature manifest under `tag`, or none.
+async fn read_layers(repo: &Repository, tag: &str) -> Result<Vec<Descriptor>, SignError> {
+    let Some(found) = repo.fetch_manifest(ManifestRef::Tag(tag)).await? else {
+        return Ok(Vec::new());
+    };
+    let parsed = ImageManifest::parse(&found.bytes).map_err(|e| SignError::Unappendable {
+        tag: tag.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(parsed.layers)
+}
+
+fn is_same_signer(layer: &Descriptor, payload_digest: &Digest, payload: &[u8], key: &SigningKey) -> bool {
+    if layer.digest_str != payload_digest.as_str() || layer.media_type != simple_signing::MEDIA_TYPE {
+        return false;
+    }
+    let Some(sig) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
+        return false;
+    };
+    let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(sig) else {
+        return false;
+    };
+    key.public_key().verify(payload, &sig).is_ok()
+}
+
+/// How long to wait before confirming that a write survived: longer than
+/// another writer's read-modify-write cycle, which is about as long as ours.
+fn settle_delay(cycle: Duration) -> Duration {
+    let base = (cycle * 3).clamp(Duration::from_millis(15), Duration::from_secs(2));
+    base + jitter(Duration::from_millis(10))
+}
+
+/// A random duration in `[0, max)`.
+fn jitter(max: Duration) -> Duration {
+    let nanos = max.as_nanos().max(1) as u64;
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    Duration::from_nanos(random % nanos)
+}

@@ -1,0 +1,413 @@
+//! Verifying an image's cosign signatures against trusted public keys.
+//!
+//! [`verify_image`] fetches (bounded, digest-checked) and [`check_layer`]
+//! decides, with no I/O. Every signature layer tried is accounted for: it is
+//! either a [`VerifiedSignature`] or a [`LayerRejection`] with its reason,
+//! never just a log line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use marque_keys::PublicKey;
+use serde::Serialize;
+
+use crate::artifact::manifest::{Descriptor, ImageManifest};
+use crate::artifact::simple_signing;
+use crate::digest::Digest;
+use crate::reference::{ImageRef, RegistryRef};
+use crate::registry::{ManifestRef, RegistryError, Repository};
+use crate::sign::SIGNATURE_ANNOTATION;
+
+/// How the signed identity (`critical.identity.docker-reference`) must
+/// relate to the image being verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdentityMatch {
+    /// The same repository, with or without a tag (cosign writes the
+    /// repository; skopeo writes repository:tag). Stops a signature being
+    /// copied to another repository.
+    #[default]
+    Repository,
+    /// Exactly the reference given, tag included.
+    Exact,
+    /// Not checked.
+    Any,
+}
+
+/// What a signature must satisfy.
+#[derive(Debug, Clone)]
+pub struct Requirements {
+    /// Any one of these keys may have made the signature.
+    pub keys: Vec<PublicKey>,
+    /// The identity rule.
+    pub identity: IdentityMatch,
+    /// Annotations that must appear in the payload's `optional` section.
+    pub annotations: BTreeMap<String, String>,
+    /// Largest payload fetched.
+    pub max_payload_bytes: u64,
+    /// Most layers tried.
+    pub max_signatures: usize,
+}
+
+/// A signature that passed every check.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedSignature {
+    /// Which trusted key verified it (`sha256:` of its SPKI DER).
+    pub key_id: String,
+    /// The payload blob's digest.
+    pub payload_digest: Digest,
+    /// The verified payload, parsed.
+    pub payload: serde_json::Value,
+}
+
+/// Why one signature layer did not count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The layer is not a simple-signing payload.
+    WrongMediaType {
+        /// The media type found.
+        media_type: String,
+    },
+    /// The descriptor's digest is not a sha256 digest.
+    BadDescriptor,
+    /// The payload is larger than the limit.
+    PayloadTooLarge {
+        /// Declared or actual size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The payload blob does not hash to the layer's digest.
+    PayloadDigestMismatch,
+    /// The payload blob's size differs from the descriptor's.
+    PayloadSizeMismatch,
+    /// The payload blob is missing.
+    PayloadMissing,
+    /// No signature annotation.
+    NoSignature,
+    /// The signature annotation is not base64.
+    BadSignatureEncoding,
+    /// No trusted key verifies the signature.
+    NoTrustedKey,
+    /// The payload is not a simple-signing document.
+    MalformedPayload {
+        /// The parse error.
+        detail: String,
+    },
+    /// `critical.type` is wrong.
+    WrongType {
+        /// The type found.
+        found: String,
+    },
+    /// The signature is for another image.
+    DigestMismatch {
+        /// The digest in the payload.
+        signed: String,
+    },
+    /// The signature is for another repository or reference.
+    IdentityMismatch {
+        /// The identity in the payload.
+        signed: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// A required annotation is missing or different.
+    AnnotationMismatch {
+        /// The annotation key.
+        key: String,
+        /// The value required.
+        expected: String,
+        /// The value found, if any.
+        found: Option<String>,
+    },
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::WrongMediaType { media_type } => {
+                write!(f, "layer media type is {media_type:?}, not {}", simple_signing::MEDIA_TYPE)
+            }
+            Rejection::BadDescriptor => f.write_str("layer digest is not a sha256 digest"),
+            Rejection::PayloadTooLarge { size, limit } => {
+                write!(f, "payload of {size} bytes exceeds the {limit}-byte limit")
+            }
+            Rejection::PayloadDigestMismatch => f.write_str("payload blob does not match its digest"),
+            Rejection::PayloadSizeMismatch => f.write_str("payload blob size differs from the descriptor"),
+            Rejection::PayloadMissing => f.write_str("payload blob is missing from the registry"),
+            Rejection::NoSignature => write!(f, "layer has no {SIGNATURE_ANNOTATION} annotation"),
+            Rejection::BadSignatureEncoding => f.write_str("signature annotation is not valid base64"),
+            Rejection::NoTrustedKey => f.write_str("signature does not verify with any given key"),
+            Rejection::MalformedPayload { detail } => write!(f, "payload is malformed: {detail}"),
+            Rejection::WrongType { found } => write!(
+                f,
+                "payload type is {found:?}, not {:?}",
+                simple_signing::SIGNATURE_TYPE
+            ),
+            Rejection::DigestMismatch { signed } => {
+                write!(f, "signature is for {signed}, not this image")
+            }
+            Rejection::IdentityMismatch { signed, expected } => {
+                write!(f, "signature is for {signed:?}, expected {expected:?}")
+            }
+            Rejection::AnnotationMismatch { key, expected, found } => match found {
+                Some(v) => write!(f, "annotation {key}={v:?}, required {expected:?}"),
+                None => write!(f, "annotation {key} is missing, required {expected:?}"),
+            },
+        }
+    }
+}
+
+/// One rejected layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRejection {
+    /// Its position in the signature manifest.
+    pub index: usize,
+    /// Its payload digest as written.
+    pub payload_digest: String,
+    /// Why it did not count.
+    #[serde(flatten)]
+    pub reason: Rejection,
+}
+
+/// The result of verifying one image. Only a [`Report`] whose
+/// [`Report::is_verified`] is true means the image may be trusted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The image as given.
+    pub image: String,
+    /// Its manifest digest.
+    pub digest: Digest,
+    /// The tag signatures were read from.
+    pub signature_tag: String,
+    /// Signatures that passed.
+    pub verified: Vec<VerifiedSignature>,
+    /// Signatures that did not, and why.
+    pub rejected: Vec<LayerRejection>,
+    /// Set when the image has no usable signature manifest at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl Report {
+    /// Whether at least one signature passed every check.
+    pub fn is_verified(&self) -> bool {
+        !self.verified.is_empty()
+    }
+
+    /// A one-line reason the image failed, for humans.
+    pub fn failure_summary(&self) -> String {
+        if let Some(p) = &self.problem {
+            return p.clone();
+        }
+        let reasons: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|r| format!("signature {}: {}", r.index, r.reason))
+            .collect();
+        format!("no valid signature ({})", reasons.join("; "))
+    }
+}
+
+/// Verifies the cosign signatures of `image`. `Err` means the evidence could
+/// not be fetched (inconclusive); a bad or missing signature is an `Ok`
+/// report that is not verified.
+pub async fn verify_image(
+    repo: &Repository,
+    image: &ImageRef,
+    req: &Requirements,
+) -> Result<Report, RegistryError> {
+    let digest = repo.resolve(image).await?;
+    let tag = digest.cosign_tag("sig");
+    let mut report = Report {
+        image: image.to_string(),
+        digest: digest.clone(),
+        signature_tag: tag.clone(),
+        verified: Vec::new(),
+        rejected: Vec::new(),
+        problem: None,
+    };
+    let manifest = match repo.fetch_manifest(ManifestRef::Tag(&tag)).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            report.problem = Some(format!("no signatures found (no {tag} in {})", repo.name()));
+            return Ok(report);
+        }
+        // Evidence that is there but bad is a rejection, not an outage.
+        Err(e @ (RegistryError::TooLarge { .. } | RegistryError::DigestMismatch { .. })) => {
+            report.problem = Some(format!("signature manifest {tag} is unusable: {e}"));
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    let parsed = match ImageManifest::parse(&manifest.bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problem = Some(format!("signature manifest {tag} is unusable: {e}"));
+            return Ok(report);
+        }
+    };
+    for (index, layer) in parsed.layers.iter().take(req.max_signatures).enumerate() {
+        let outcome = match fetch_payload(repo, layer, req).await? {
+            Ok(payload) => check_layer(layer, &payload, &digest, image, req),
+            Err(reason) => Err(reason),
+        };
+        match outcome {
+            Ok(v) => report.verified.push(v),
+            Err(reason) => report.rejected.push(LayerRejection {
+                index,
+                payload_digest: layer.digest_str.clone(),
+                reason,
+            }),
+        }
+    }
+    if parsed.layers.is_empty() {
+        report.problem = Some(format!("signature manifest {tag} has no signatures"));
+    }
+    Ok(report)
+}
+
+/// Fetches a layer's payload. The outer `Err` is inconclusive (network);
+/// the inner one rejects the layer.
+async fn fetch_payload(
+    repo: &Repository,
+    layer: &Descriptor,
+    req: &Requirements,
+) -> Result<Result<Vec<u8>, Rejection>, RegistryError> {
+    if layer.media_type != simple_signing::MEDIA_TYPE {
+        return Ok(Err(Rejection::WrongMediaType {
+            media_type: layer.media_type.clone(),
+        }));
+    }
+    let Ok(digest) = layer.digest() else {
+        return Ok(Err(Rejection::BadDescriptor));
+    };
+    if layer.size > req.max_payload_bytes {
+        return Ok(Err(Rejection::PayloadTooLarge {
+            size: layer.size,
+            limit: req.max_payload_bytes,
+        }));
+    }
+    if !layer.annotations.contains_key(SIGNATURE_ANNOTATION) {
+        return Ok(Err(Rejection::NoSignature));
+    }
+    match repo.fetch_blob(&digest, layer.size).await {
+        Ok(bytes) => Ok(Ok(bytes)),
+        Err(RegistryError::DigestMismatch { .. }) => Ok(Err(Rejection::PayloadDigestMismatch)),
+        Err(RegistryError::TooLarge { .. }) => Ok(Err(Rejection::PayloadSizeMismatch)),
+        Err(RegistryError::NotFound { .. }) => Ok(Err(Rejection::PayloadMissing)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Decides one layer, given its payload bytes (already checked against the
+/// layer digest). Pure: no I/O, no clock.
+pub fn check_layer(
+    layer: &Descriptor,
+    payload: &[u8],
+    image_digest: &Digest,
+    image: &ImageRef,
+    req: &Requirements,
+) -> Result<VerifiedSignature, Rejection> {
+    if payload.len() as u64 != layer.size {
+        return Err(Rejection::PayloadSizeMismatch);
+    }
+    let Ok(payload_digest) = layer.digest() else {
+        return Err(Rejection::BadDescriptor);
+    };
+    if !payload_digest.matches(payload) {
+        return Err(Rejection::PayloadDigestMismatch);
+    }
+    let encoded = layer
+        .annotations
+        .get(SIGNATURE_ANNOTATION)
+        .ok_or(Rejection::NoSignature)?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| Rejection::BadSignatureEncoding)?;
+    // The signature is checked before the payload is parsed at all.
+    let key = req
+        .keys
+        .iter()
+        .find(|k| k.verify(payload, &signature).is_ok())
+        .ok_or(Rejection::NoTrustedKey)?;
+    let parsed = simple_signing::parse(payload).map_err(|e| Rejection::MalformedPayload {
+        detail: e.to_string(),
+    })?;
+    if parsed.critical.kind != simple_signing::SIGNATURE_TYPE {
+        return Err(Rejection::WrongType {
+            found: parsed.critical.kind,
+        });
+    }
+    if parsed.critical.image.docker_manifest_digest != image_digest.as_str() {
+        return Err(Rejection::DigestMismatch {
+            signed: parsed.critical.image.docker_manifest_digest,
+        });
+    }
+    check_identity(&parsed.critical.identity.docker_reference, image, req.identity)?;
+    for (k, expected) in &req.annotations {
+        let found = parsed
+            .optional
+            .as_ref()
+            .and_then(|o| o.get(k))
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        if found.as_ref() != Some(expected) {
+            return Err(Rejection::AnnotationMismatch {
+                key: k.clone(),
+                expected: expected.clone(),
+                found,
+            });
+        }
+    }
+    let payload_json = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
+    Ok(VerifiedSignature {
+        key_id: key.key_id().to_string(),
+        payload_digest,
+        payload: payload_json,
+    })
+}
+
+fn check_identity(signed: &str, image: &ImageRef, rule: IdentityMatch) -> Result<(), Rejection> {
+    let mismatch = |expected: String| Rejection::IdentityMismatch {
+        signed: signed.to_owned(),
+        expected,
+    };
+    match (rule, image) {
+        (IdentityMatch::Any, _) => Ok(()),
+        (IdentityMatch::Repository, ImageRef::Registry(r)) => match RegistryRef::parse(signed) {
+            Ok(s) if s.same_repository(r) && s.digest().is_none() => Ok(()),
+            _ => Err(mismatch(r.identity())),
+        },
+        (IdentityMatch::Exact, ImageRef::Registry(r)) => {
+            let expected = match r.tag() {
+                Some(t) => r.with_tag(t),
+                None => RegistryRef::parse(&r.identity()).unwrap_or_else(|_| r.clone()),
+            };
+            match RegistryRef::parse(signed) {
+                Ok(s) if s == expected => Ok(()),
+                _ => Err(mismatch(expected.to_string())),
+            }
+        }
+        (IdentityMatch::Repository, ImageRef::Layout(_)) => {
+            let expected = image.identity();
+            let repo = match signed.strip_prefix(&expected) {
+                Some("") => true,
+                Some(rest) => rest.starts_with(':') && !rest[1..].contains('/'),
+                None => false,
+            };
+            if repo { Ok(()) } else { Err(mismatch(expected)) }
+        }
+        (IdentityMatch::Exact, ImageRef::Layout(l)) => {
+            let expected = match &l.tag {
+                Some(t) => format!("{}:{t}", image.identity()),
+                None => image.identity(),
+            };
+            if signed == expected { Ok(()) } else { Err(mismatch(expected)) }
+        }
+    }
+}
