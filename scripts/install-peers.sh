@@ -39,6 +39,15 @@ fi
 # The package enables a service on :5000 with htpasswd auth on systemd hosts;
 # the tests never use it (each test starts its own registry on a free port).
 
+# htpasswd (apache2-utils) makes the bcrypt entries of the Basic-auth tests.
+if ! command -v htpasswd >/dev/null 2>&1; then
+    log "installing apache2-utils (htpasswd)"
+    if ! apt-get install -y -qq --no-install-recommends apache2-utils >/dev/null 2>&1; then
+        system_apt_update
+        apt-get install -y -qq --no-install-recommends apache2-utils >/dev/null
+    fi
+fi
+
 # ---------------------------------------------------------------- trixie peers
 peers_ok() {
     [ -x "$BIN/cosign" ] && [ -x "$BIN/skopeo" ] \

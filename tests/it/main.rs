@@ -1,2 +1,12 @@
+//! End-to-end tests: the real `marque` binary against a real registry
+//! (Debian's docker-registry, started here) and the real cosign and skopeo.
+
+mod attacks;
+mod auth;
+mod common;
+mod concurrency;
 mod harness;
+mod interop;
+mod layout;
+mod sign_verify;
 mod support;

@@ -21,7 +21,7 @@ use crate::artifact::manifest::{self, Descriptor, ImageManifest};
 use crate::artifact::{OCI_MANIFEST, simple_signing};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
-use crate::registry::{ManifestRef, RegistryError, Repository};
+use crate::registry::{ManifestRef, RegistryError, Repository, TagUpdate};
 
 /// The annotation holding a layer's base64 signature.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -107,7 +107,7 @@ pub async fn sign(
     let mut payload_pushed = false;
     loop {
         let round_start = Instant::now();
-        let existing = read_layers(repo, &tag).await?;
+        let (current, existing) = read_layers(repo, &tag).await?;
         if writes == 0 && confirmations == 0 {
             // Same key, same payload already there: keep that signature
             // rather than adding a second, randomised one.
@@ -159,8 +159,31 @@ pub async fn sign(
         layers.push(layer.clone());
         let built = manifest::signature_manifest(layers);
         repo.push_blob(built.config).await?;
-        repo.push_manifest(&tag, built.manifest, OCI_MANIFEST).await?;
         writes += 1;
+        match repo
+            .replace_tag(&tag, current.as_ref(), built.manifest, OCI_MANIFEST)
+            .await
+        {
+            Ok(TagUpdate::Conflict) => {
+                // Someone wrote between our read and our write: read again.
+                tokio::time::sleep(jitter(Duration::from_millis(2))).await;
+                continue;
+            }
+            Ok(TagUpdate::Replaced | TagUpdate::Unconditional) => {}
+            // Concurrent uploads of the same blob (every signer of one
+            // image uploads the same payload and, for the same layer count,
+            // the same config) can make distribution briefly report a blob it
+            // just received as unknown. Upload again and retry the round.
+            Err(RegistryError::Status { status: 400, ref body, .. })
+                if body.contains("BLOB_UNKNOWN") && writes < MAX_ROUNDS =>
+            {
+                tracing::debug!(%tag, "registry lost a blob under concurrent upload; retrying");
+                payload_pushed = false;
+                tokio::time::sleep(jitter(cycle.max(Duration::from_millis(5)) * 2)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
         cycle = round_start.elapsed();
         if writes > 1 {
             // Lost a race: back off a little so writers interleave less.
@@ -169,16 +192,16 @@ pub async fn sign(
     }
 }
 
-/// The layers of the signature manifest under `tag`, or none.
-async fn read_layers(repo: &Repository, tag: &str) -> Result<Vec<Descriptor>, SignError> {
+/// The digest and layers of the signature manifest under `tag`, or none.
+async fn read_layers(repo: &Repository, tag: &str) -> Result<(Option<Digest>, Vec<Descriptor>), SignError> {
     let Some(found) = repo.fetch_manifest(ManifestRef::Tag(tag)).await? else {
-        return Ok(Vec::new());
+        return Ok((None, Vec::new()));
     };
     let parsed = ImageManifest::parse(&found.bytes).map_err(|e| SignError::Unappendable {
         tag: tag.to_owned(),
         reason: e.to_string(),
     })?;
-    Ok(parsed.layers)
+    Ok((Some(found.digest), parsed.layers))
 }
 
 fn is_same_signer(layer: &Descriptor, payload_digest: &Digest, payload: &[u8], key: &SigningKey) -> bool {
@@ -197,8 +220,8 @@ fn is_same_signer(layer: &Descriptor, payload_digest: &Digest, payload: &[u8], k
 /// How long to wait before confirming that a write survived: longer than
 /// another writer's read-modify-write cycle, which is about as long as ours.
 fn settle_delay(cycle: Duration) -> Duration {
-    let base = (cycle * 3).clamp(Duration::from_millis(15), Duration::from_secs(2));
-    base + jitter(Duration::from_millis(10))
+    let base = (cycle * 3).clamp(Duration::from_millis(25), Duration::from_secs(2));
+    base + jitter(Duration::from_millis(25))
 }
 
 /// A random duration in `[0, max)`.

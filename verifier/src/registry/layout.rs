@@ -171,6 +171,21 @@ impl OciLayout {
         bytes: Vec<u8>,
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
+        let (digest, _) = self.replace_tag(tag, None, bytes, media_type).await?;
+        Ok(digest)
+    }
+
+    /// Points `tag` at `bytes`; with `expected = Some(current)`, only if the
+    /// tag still points at `current` (`None`: the tag is absent), checked
+    /// and written under the layout lock. Returns the digest and whether
+    /// the tag was written.
+    pub(super) async fn replace_tag(
+        &self,
+        tag: &str,
+        expected: Option<Option<&Digest>>,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<(Digest, bool), RegistryError> {
         let size = bytes.len();
         let digest = self.push_blob(bytes).await?;
         // Hold the directory lock only across synchronous code.
@@ -181,6 +196,16 @@ impl OciLayout {
             let entries = index["manifests"].as_array_mut().ok_or_else(|| {
                 RegistryError::Protocol("index.json has no manifests array".to_owned())
             })?;
+            if let Some(expected) = expected {
+                let current = entries
+                    .iter()
+                    .rev()
+                    .find(|e| e["annotations"][REF_NAME].as_str() == Some(tag))
+                    .and_then(|e| e["digest"].as_str());
+                if current != expected.map(Digest::as_str) {
+                    return Ok(false);
+                }
+            }
             entries.retain(|e| e["annotations"][REF_NAME].as_str() != Some(tag));
             entries.push(serde_json::json!({
                 "mediaType": media_type,
@@ -194,10 +219,11 @@ impl OciLayout {
             let bytes = serde_json::to_vec(&index)
                 .map_err(|e| RegistryError::Protocol(format!("cannot encode index.json: {e}")))?;
             let path = self.path.join("index.json");
-            write_atomically(&self.path, &path, &bytes).map_err(self.io(&path))
+            write_atomically(&self.path, &path, &bytes).map_err(self.io(&path))?;
+            Ok(true)
         })();
         let _ = dir.unlock();
-        result.map(|()| digest)
+        result.map(|written| (digest, written))
     }
 }
 

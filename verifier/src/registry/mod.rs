@@ -140,6 +140,17 @@ pub enum ManifestRef<'a> {
     Digest(&'a Digest),
 }
 
+/// The result of [`Repository::replace_tag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagUpdate {
+    /// The tag was checked and replaced atomically.
+    Replaced,
+    /// The tag had moved; nothing was written.
+    Conflict,
+    /// Written without a check (registries).
+    Unconditional,
+}
+
 /// Options for connecting to registries.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -275,6 +286,42 @@ impl Repository {
                 remote.push_manifest(reference, tag, bytes, media_type).await
             }
             Repository::Layout(layout) => layout.push_manifest(tag, bytes, media_type).await,
+        }
+    }
+
+    /// Points `tag` at `bytes` only if it still points at `expected`
+    /// (`None`: the tag does not exist). An OCI layout checks this under
+    /// its lock. Registries have no compare-and-swap: the tag is checked
+    /// with a HEAD just before the PUT, and [`TagUpdate::Unconditional`]
+    /// says the write was not atomic.
+    pub async fn replace_tag(
+        &self,
+        tag: &str,
+        expected: Option<&Digest>,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<TagUpdate, RegistryError> {
+        match self {
+            Repository::Remote { remote, reference } => {
+                // No compare-and-swap: check just before writing, which
+                // narrows the race to the gap between these two requests.
+                let now = match remote.resolve(reference, tag).await {
+                    Ok(d) => Some(d),
+                    Err(RegistryError::NotFound { .. }) => None,
+                    Err(e) => return Err(e),
+                };
+                if now.as_ref() != expected {
+                    return Ok(TagUpdate::Conflict);
+                }
+                remote.push_manifest(reference, tag, bytes, media_type).await?;
+                Ok(TagUpdate::Unconditional)
+            }
+            Repository::Layout(layout) => {
+                match layout.replace_tag(tag, Some(expected), bytes, media_type).await? {
+                    (_, true) => Ok(TagUpdate::Replaced),
+                    (_, false) => Ok(TagUpdate::Conflict),
+                }
+            }
         }
     }
 

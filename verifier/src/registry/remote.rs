@@ -49,6 +49,9 @@ impl std::fmt::Debug for RemoteRegistry {
     }
 }
 
+/// Retries of an idempotent request that got a 5xx answer.
+const SERVER_RETRIES: u32 = 3;
+
 const USER_AGENT: &str = concat!("marque/", env!("CARGO_PKG_VERSION"));
 
 impl RemoteRegistry {
@@ -98,7 +101,9 @@ impl RemoteRegistry {
         body: Option<&[u8]>,
     ) -> Result<reqwest::Response, RegistryError> {
         let key = (r.api_host().to_owned(), r.repository().to_owned(), access);
-        for attempt in 0..2 {
+        let mut authenticated = false;
+        let mut server_errors = 0u32;
+        loop {
             let mut req = self.http.request(method.clone(), url);
             for (name, value) in headers {
                 req = req.header(name, value);
@@ -114,11 +119,24 @@ impl RemoteRegistry {
                 registry: r.registry().to_owned(),
                 source,
             })?;
-            if resp.status() != StatusCode::UNAUTHORIZED {
+            let status = resp.status();
+            // Registries answer 5xx under load or while a tag is being
+            // rewritten; idempotent requests are retried a few times.
+            if status.is_server_error() && method != Method::POST && server_errors < SERVER_RETRIES {
+                server_errors += 1;
+                tracing::debug!(%url, %status, server_errors, "retrying after a server error");
+                tokio::time::sleep(std::time::Duration::from_millis(20 << (2 * server_errors))).await;
+                continue;
+            }
+            if status != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
-            if attempt == 1 {
-                break;
+            if authenticated {
+                return Err(RegistryError::Unauthorized {
+                    registry: r.registry().to_owned(),
+                    repository: r.repository().to_owned(),
+                    reason: "credentials were refused".to_owned(),
+                });
             }
             let challenge = resp
                 .headers()
@@ -130,12 +148,8 @@ impl RemoteRegistry {
             if let Ok(mut m) = self.auth.lock() {
                 m.insert(key.clone(), value);
             }
+            authenticated = true;
         }
-        Err(RegistryError::Unauthorized {
-            registry: r.registry().to_owned(),
-            repository: r.repository().to_owned(),
-            reason: "credentials were refused".to_owned(),
-        })
     }
 
     async fn credentials(&self, r: &RegistryRef) -> Result<Option<Credentials>, RegistryError> {

@@ -1,0 +1,86 @@
+//! The embedded default: an OCI image layout on disk, no server.
+
+use crate::common::*;
+
+fn index_tag_digest(layout: &std::path::Path, tag: &str) -> Option<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .map(|e| e["digest"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn sign_and_verify_a_layout() {
+    let (dir, layout) = sample_layout_copy();
+    let (key, public) = generate_key(dir.path(), "k");
+    let image = format!("oci:{}", layout.display());
+    let out = marque(&["sign", "--key", key.to_str().unwrap(), "-o", "json", &image], &[("MARQUE_PASSWORD", PASSWORD)]);
+    out.expect_code(0);
+    let digest = out.json()[0]["digest"].as_str().unwrap().to_owned();
+    // Stored as in a registry: a sha256-<hex>.sig tag in index.json.
+    assert!(index_tag_digest(&layout, &sig_tag(&digest)).is_some());
+    let pk = public.to_str().unwrap();
+    for reference in [image.clone(), format!("{image}:latest"), format!("{image}@{digest}")] {
+        marque(&["verify", "--key", pk, &reference], &[]).expect_code(0);
+    }
+}
+
+#[test]
+fn tampered_layout_signature_is_rejected() {
+    let (dir, layout) = sample_layout_copy();
+    let (key, public) = plain_key(dir.path(), "k");
+    let image = format!("oci:{}", layout.display());
+    let out = marque(&["sign", "--key", key.to_str().unwrap(), "-o", "json", &image], &[]);
+    let json = out.expect_code(0).json();
+    let digest = json[0]["digest"].as_str().unwrap();
+    let payload = json[0]["payload_digest"].as_str().unwrap();
+    let blob = layout.join("blobs/sha256").join(payload.strip_prefix("sha256:").unwrap());
+    let original = std::fs::read(&blob).unwrap();
+    let forged = String::from_utf8(original.clone()).unwrap().replace(digest, &format!("sha256:{}", "0".repeat(64)));
+    std::fs::write(&blob, forged).unwrap();
+    let out = marque(&["verify", "--key", public.to_str().unwrap(), &image], &[]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("does not match its digest"), "{}", out.stderr);
+}
+
+#[test]
+fn garbage_and_oversized_signature_manifests() {
+    let (dir, layout) = sample_layout_copy();
+    let (_, public) = plain_key(dir.path(), "k");
+    let image = format!("oci:{}", layout.display());
+    let digest = index_tag_digest(&layout, "latest").unwrap();
+    let pk = public.to_str().unwrap();
+    for (name, bytes) in [
+        ("garbage", b"\x00\xffnot json".to_vec()),
+        ("index", br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#.to_vec()),
+        ("oversized", vec![b' '; 5 << 20]),
+    ] {
+        let d = crate::support::sha256_digest(&bytes).trim_start_matches("sha256:").to_owned();
+        std::fs::write(layout.join("blobs/sha256").join(&d), &bytes).unwrap();
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let entries = index["manifests"].as_array_mut().unwrap();
+        entries.retain(|e| e["annotations"]["org.opencontainers.image.ref.name"] != sig_tag(&digest));
+        entries.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": format!("sha256:{d}"), "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": sig_tag(&digest)}
+        }));
+        std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        let out = marque(&["verify", "--key", pk, &image], &[]);
+        out.expect_code(1);
+        assert!(!out.stderr.contains("panicked"), "{name}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn missing_layout_is_an_operational_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = plain_key(dir.path(), "k");
+    let out = marque(&["verify", "--key", public.to_str().unwrap(), &format!("oci:{}/nope", dir.path().display())], &[]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("not an OCI image layout"), "{}", out.stderr);
+}
