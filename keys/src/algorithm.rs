@@ -12,10 +12,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use der::asn1::ObjectIdentifier;
+use der::{Tag, Tagged as _};
 use ring::signature;
+use spki::{AlgorithmIdentifier, AlgorithmIdentifierRef};
 
-use crate::Error;
-use crate::der::oid;
+use crate::{Error, oid};
 
 /// A signature algorithm: key type, curve, hash and signature encoding.
 #[non_exhaustive]
@@ -85,39 +87,77 @@ impl Algorithm {
     }
 
     /// The ECDSA algorithm for a named-curve OID, if supported.
-    pub(crate) fn from_curve_oid(curve: &[u8]) -> Option<Algorithm> {
-        if curve == oid::P256 {
+    pub(crate) fn from_curve_oid(curve: &ObjectIdentifier) -> Option<Algorithm> {
+        if *curve == oid::P256 {
             Some(Algorithm::EcdsaP256Sha256)
-        } else if curve == oid::P384 {
+        } else if *curve == oid::P384 {
             Some(Algorithm::EcdsaP384Sha384)
         } else {
             None
         }
     }
 
-    /// The fixed DER prefix of this algorithm's SubjectPublicKeyInfo, up to
-    /// and including the BIT STRING's unused-bits byte. The raw public key
-    /// (uncompressed point or 32-byte Ed25519 key) follows it.
-    pub(crate) fn spki_prefix(&self) -> &'static [u8] {
-        match self {
-            // SEQUENCE { SEQUENCE { ecPublicKey, prime256v1 }, BIT STRING (66) }
-            Algorithm::EcdsaP256Sha256 => &[
-                0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
-                0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-            ],
-            // SEQUENCE { SEQUENCE { ecPublicKey, secp384r1 }, BIT STRING (98) }
-            Algorithm::EcdsaP384Sha384 => &[
-                0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
-                0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
-            ],
-            // SEQUENCE { SEQUENCE { Ed25519 }, BIT STRING (33) }
-            Algorithm::Ed25519 => &[
-                0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-            ],
+    /// The algorithm of a key read from SubjectPublicKeyInfo or PKCS#8:
+    /// an EC key on a supported named curve, or Ed25519 without parameters.
+    /// `what` names the document in [`Error::Malformed`].
+    pub(crate) fn from_algorithm_identifier(
+        id: &AlgorithmIdentifierRef<'_>,
+        what: &'static str,
+    ) -> Result<Algorithm, Error> {
+        if id.oid == oid::EC_PUBLIC_KEY {
+            let curve = match id.parameters {
+                Some(p) if p.tag() == Tag::ObjectIdentifier => {
+                    ObjectIdentifier::try_from(p).map_err(|e| Error::malformed_by(what, e))?
+                }
+                Some(p) if p.tag() == Tag::Sequence => {
+                    return Err(Error::UnsupportedAlgorithm {
+                        algorithm: "EC key with explicit curve parameters".to_owned(),
+                    });
+                }
+                _ => {
+                    return Err(Error::malformed_because(
+                        what,
+                        "EC key without a named curve",
+                    ));
+                }
+            };
+            Algorithm::from_curve_oid(&curve).ok_or_else(|| Error::UnsupportedAlgorithm {
+                algorithm: format!("EC curve {}", oid::describe(&curve)),
+            })
+        } else if id.oid == oid::ED25519 {
+            // RFC 8410: parameters MUST be absent.
+            match id.parameters {
+                None => Ok(Algorithm::Ed25519),
+                Some(_) => Err(Error::malformed_because(
+                    what,
+                    "Ed25519 key with algorithm parameters",
+                )),
+            }
+        } else {
+            Err(Error::UnsupportedAlgorithm {
+                algorithm: oid::describe(&id.oid),
+            })
         }
     }
 
-    /// Length of the raw public key that follows [`Self::spki_prefix`].
+    /// The `AlgorithmIdentifier` of this key type, as used in both
+    /// SubjectPublicKeyInfo and PKCS#8: `{ id-ecPublicKey, namedCurve }`
+    /// (RFC 5480) or `{ id-Ed25519 }` with absent parameters (RFC 8410).
+    pub(crate) fn algorithm_identifier(&self) -> AlgorithmIdentifier<ObjectIdentifier> {
+        match self.ec_curve() {
+            Some(curve) => AlgorithmIdentifier {
+                oid: oid::EC_PUBLIC_KEY,
+                parameters: Some(curve.oid),
+            },
+            None => AlgorithmIdentifier {
+                oid: oid::ED25519,
+                parameters: None,
+            },
+        }
+    }
+
+    /// Length of the raw public key: the uncompressed EC point, or 32 bytes
+    /// for Ed25519.
     pub(crate) fn raw_public_key_len(&self) -> usize {
         match self.ec_curve() {
             Some(curve) => curve.point_len,
@@ -129,7 +169,7 @@ impl Algorithm {
 /// Facts about an ECDSA curve.
 #[derive(Clone, Copy)]
 pub(crate) struct EcCurve {
-    pub(crate) oid: &'static [u8],
+    pub(crate) oid: ObjectIdentifier,
     pub(crate) scalar_len: usize,
     pub(crate) point_len: usize,
     pub(crate) ecdh: &'static ring::agreement::Algorithm,
@@ -174,22 +214,5 @@ mod tests {
             "rsa-2048".parse::<Algorithm>(),
             Err(Error::UnsupportedAlgorithm { .. })
         ));
-    }
-
-    #[test]
-    fn spki_prefix_lengths_are_consistent() {
-        for alg in Algorithm::ALL {
-            let prefix = alg.spki_prefix();
-            // outer SEQUENCE length byte covers everything after the 2-byte header
-            assert_eq!(
-                usize::from(prefix[1]),
-                prefix.len() - 2 + alg.raw_public_key_len()
-            );
-            // BIT STRING length = unused-bits byte + key
-            assert_eq!(
-                usize::from(prefix[prefix.len() - 2]),
-                1 + alg.raw_public_key_len()
-            );
-        }
     }
 }

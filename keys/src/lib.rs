@@ -42,9 +42,9 @@
 
 mod algorithm;
 mod armor;
-mod der;
 mod error;
 mod keyfile;
+mod oid;
 mod public;
 mod signing;
 

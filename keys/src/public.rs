@@ -15,9 +15,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use der::asn1::BitStringRef;
+use der::{Decode as _, Encode as _};
 use ring::signature::UnparsedPublicKey;
+use spki::{SubjectPublicKeyInfo, SubjectPublicKeyInfoRef};
 
-use crate::der::{self, Reader, oid};
 use crate::{Algorithm, Error, armor};
 
 /// Identifies a public key: `sha256:<lowercase hex>` of the SHA-256 digest
@@ -84,8 +86,8 @@ impl AsRef<str> for KeyId {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PublicKey {
     algorithm: Algorithm,
-    /// Canonical DER SubjectPublicKeyInfo: `algorithm.spki_prefix()` then the
-    /// raw key.
+    /// Canonical DER SubjectPublicKeyInfo: `algorithm.algorithm_identifier()`
+    /// and the raw key, which ends it.
     spki: Box<[u8]>,
     key_id: KeyId,
 }
@@ -128,49 +130,14 @@ impl PublicKey {
     /// them, rather than per verification.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, Error> {
         const WHAT: &str = "public key (SubjectPublicKeyInfo DER)";
-        let bad = |d| Error::malformed_by(WHAT, d);
-
-        let mut outer = Reader::new(der);
-        let spki = outer.read(der::TAG_SEQUENCE).map_err(bad)?;
-        outer.finish().map_err(bad)?;
-        let mut r = Reader::new(spki);
-        let alg_id = r.read(der::TAG_SEQUENCE).map_err(bad)?;
-        let bits = r.read(der::TAG_BIT_STRING).map_err(bad)?;
-        r.finish().map_err(bad)?;
-        let raw = der::bit_string_bytes(bits).map_err(bad)?;
-
-        let mut a = Reader::new(alg_id);
-        let alg_oid = a.read(der::TAG_OID).map_err(bad)?;
-        let algorithm = if alg_oid == oid::EC_PUBLIC_KEY {
-            match a.peek_tag() {
-                Some(der::TAG_OID) => {
-                    let curve = a.read(der::TAG_OID).map_err(bad)?;
-                    a.finish().map_err(bad)?;
-                    Algorithm::from_curve_oid(curve).ok_or_else(|| Error::UnsupportedAlgorithm {
-                        algorithm: format!("EC curve {}", der::describe_oid(curve)),
-                    })?
-                }
-                Some(der::TAG_SEQUENCE) => {
-                    return Err(Error::UnsupportedAlgorithm {
-                        algorithm: "EC key with explicit curve parameters".to_owned(),
-                    });
-                }
-                _ => {
-                    return Err(Error::malformed_because(
-                        WHAT,
-                        "EC key without a named curve",
-                    ));
-                }
-            }
-        } else if alg_oid == oid::ED25519 {
-            // RFC 8410: parameters MUST be absent.
-            a.finish().map_err(bad)?;
-            Algorithm::Ed25519
-        } else {
-            return Err(Error::UnsupportedAlgorithm {
-                algorithm: der::describe_oid(alg_oid),
-            });
-        };
+        // Strict DER: definite minimal lengths, no trailing bytes.
+        let spki =
+            SubjectPublicKeyInfoRef::from_der(der).map_err(|e| Error::malformed_by(WHAT, e))?;
+        let raw = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| Error::malformed_because(WHAT, "BIT STRING with unused bits"))?;
+        let algorithm = Algorithm::from_algorithm_identifier(&spki.algorithm, WHAT)?;
         PublicKey::from_raw(algorithm, raw)
     }
 
@@ -207,10 +174,13 @@ impl PublicKey {
                 algorithm.raw_public_key_len()
             )));
         }
-        let prefix = algorithm.spki_prefix();
-        let mut spki = Vec::with_capacity(prefix.len() + raw.len());
-        spki.extend_from_slice(prefix);
-        spki.extend_from_slice(raw);
+        let spki = SubjectPublicKeyInfo {
+            algorithm: algorithm.algorithm_identifier(),
+            subject_public_key: BitStringRef::from_bytes(raw).map_err(|_| Error::Crypto)?,
+        }
+        .to_der()
+        // Cannot fail for the key sizes checked above.
+        .map_err(|_| Error::Crypto)?;
         let key_id = KeyId::of_spki_der(&spki);
         Ok(PublicKey {
             algorithm,
@@ -232,7 +202,8 @@ impl PublicKey {
 
     /// The raw public key: uncompressed EC point, or 32 Ed25519 bytes.
     pub fn raw_public_key(&self) -> &[u8] {
-        &self.spki[self.algorithm.spki_prefix().len()..]
+        // The BIT STRING holding the key is the last thing in the SPKI.
+        &self.spki[self.spki.len() - self.algorithm.raw_public_key_len()..]
     }
 
     /// The key's algorithm.
@@ -390,18 +361,91 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEOvqGzUq0GETkGmBluD40fE+H6rDg
     #[test]
     fn ed25519_with_parameters_is_rejected() {
         // SEQUENCE { SEQUENCE { Ed25519, NULL }, BIT STRING }
-        let mut alg = Vec::new();
-        der::write_tlv(&mut alg, der::TAG_OID, oid::ED25519);
-        der::write_tlv(&mut alg, der::TAG_NULL, &[]);
-        let mut body = Vec::new();
-        der::write_tlv(&mut body, der::TAG_SEQUENCE, &alg);
-        let mut bits = vec![0];
-        bits.extend_from_slice(&[1; 32]);
-        der::write_tlv(&mut body, der::TAG_BIT_STRING, &bits);
-        let mut spki = Vec::new();
-        der::write_tlv(&mut spki, der::TAG_SEQUENCE, &body);
+        let spki = SubjectPublicKeyInfoRef {
+            algorithm: spki::AlgorithmIdentifierRef {
+                oid: crate::oid::ED25519,
+                parameters: Some(der::asn1::Null.into()),
+            },
+            subject_public_key: BitStringRef::from_bytes(&[1; 32]).unwrap(),
+        }
+        .to_der()
+        .unwrap();
         assert!(matches!(
             PublicKey::from_spki_der(&spki),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn canonical_spki_bytes_are_pinned() {
+        // The exact DER every key id is a hash of: SEQUENCE { SEQUENCE {
+        // algorithm, parameters }, BIT STRING { 0 unused bits, raw key } }.
+        // Changing any of these bytes changes every KeyId.
+        let prefixes: [(Algorithm, &[u8]); 3] = [
+            (
+                Algorithm::EcdsaP256Sha256,
+                &[
+                    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+                ],
+            ),
+            (
+                Algorithm::EcdsaP384Sha384,
+                &[
+                    0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+                    0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+                ],
+            ),
+            (
+                Algorithm::Ed25519,
+                &[
+                    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+                ],
+            ),
+        ];
+        for (alg, prefix) in prefixes {
+            let key = crate::SigningKey::generate(alg).unwrap();
+            let public = key.public_key();
+            let raw = public.raw_public_key();
+            assert_eq!(raw.len(), alg.raw_public_key_len(), "{alg}");
+            assert_eq!(public.spki_der(), [prefix, raw].concat(), "{alg}");
+            assert_eq!(
+                *public.key_id(),
+                KeyId::of_spki_der(&[prefix, raw].concat()),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_der_encodings_are_refused() {
+        let key = PublicKey::from_pem(COSIGN_PUB.as_bytes()).unwrap();
+        let der = key.spki_der();
+        assert_eq!(&der[..2], &[0x30, 0x59]);
+        let body = &der[2..];
+        let cases: Vec<Vec<u8>> = vec![
+            // non-minimal long-form lengths of the outer SEQUENCE
+            [&[0x30, 0x81, 0x59][..], body].concat(),
+            [&[0x30, 0x82, 0x00, 0x59][..], body].concat(),
+            // indefinite length (BER, not DER)
+            [&[0x30, 0x80][..], body, &[0, 0]].concat(),
+            // trailing bytes after the SPKI
+            [der, &[0][..]].concat(),
+            [der, &[0x05, 0x00][..]].concat(),
+            // empty
+            Vec::new(),
+        ];
+        for case in &cases {
+            assert!(
+                matches!(PublicKey::from_spki_der(case), Err(Error::Malformed { .. })),
+                "{case:02x?}"
+            );
+        }
+        // BIT STRING with unused bits
+        let mut unused = der.to_vec();
+        unused[25] = 1;
+        assert!(matches!(
+            PublicKey::from_spki_der(&unused),
             Err(Error::Malformed { .. })
         ));
     }

@@ -23,11 +23,14 @@
 
 use std::fmt;
 
+use der::asn1::{BitStringRef, ObjectIdentifier, OctetStringRef, SequenceRef};
+use der::{Decode, DecodeValue, Encode, Header, Reader, Sequence, Tag, TagMode, TagNumber};
+use pkcs8::{PrivateKeyInfo, PrivateKeyInfoRef};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+use spki::AlgorithmIdentifierRef;
 use zeroize::Zeroizing;
 
-use crate::der::{self, Reader, oid};
 use crate::{Algorithm, Error, PublicKey, armor};
 
 /// A private key that can sign, with its public key.
@@ -64,75 +67,24 @@ impl SigningKey {
     /// ECDSA P-256 or P-384 with the public key embedded, or Ed25519.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<SigningKey, Error> {
         const WHAT: &str = "PKCS#8 private key";
-        let bad = |d| Error::malformed_by(WHAT, d);
-
-        let mut outer = Reader::new(der);
-        let info = outer.read(der::TAG_SEQUENCE).map_err(bad)?;
-        outer.finish().map_err(bad)?;
-        let mut r = Reader::new(info);
-        let version = r.read_small_uint().map_err(bad)?;
-        if version > 1 {
-            return Err(Error::malformed_because(WHAT, "unknown PKCS#8 version"));
-        }
-        let alg_id = r.read(der::TAG_SEQUENCE).map_err(bad)?;
-        let private_key = r.read(der::TAG_OCTET_STRING).map_err(bad)?;
-        r.read_optional(der::TAG_CONTEXT_0_CONSTRUCTED)
-            .map_err(bad)?; // attributes
-        let public_key = match r.peek_tag() {
-            Some(der::TAG_CONTEXT_1_PRIMITIVE) => Some(
-                der::bit_string_bytes(r.read(der::TAG_CONTEXT_1_PRIMITIVE).map_err(bad)?)
-                    .map_err(bad)?,
+        let info = Pkcs8::from_der(der).map_err(|e| Error::malformed_by(WHAT, e))?;
+        let public_key = match info.public_key {
+            Some(bits) => Some(
+                bits.as_bytes()
+                    .ok_or_else(|| Error::malformed_because(WHAT, "BIT STRING with unused bits"))?,
             ),
-            Some(der::TAG_CONTEXT_1_CONSTRUCTED) => {
-                let mut inner = Reader::new(r.read(der::TAG_CONTEXT_1_CONSTRUCTED).map_err(bad)?);
-                let bits = inner.read(der::TAG_BIT_STRING).map_err(bad)?;
-                inner.finish().map_err(bad)?;
-                Some(der::bit_string_bytes(bits).map_err(bad)?)
-            }
-            _ => None,
+            None => None,
         };
-        r.finish().map_err(bad)?;
-        if version == 0 && public_key.is_some() {
-            return Err(Error::malformed_because(
-                WHAT,
-                "public key in a version 1 document",
-            ));
-        }
-
-        let mut a = Reader::new(alg_id);
-        let alg_oid = a.read(der::TAG_OID).map_err(bad)?;
-        if alg_oid == oid::EC_PUBLIC_KEY {
-            let curve = match a.peek_tag() {
-                Some(der::TAG_OID) => a.read(der::TAG_OID).map_err(bad)?,
-                Some(der::TAG_SEQUENCE) => {
-                    return Err(Error::UnsupportedAlgorithm {
-                        algorithm: "EC key with explicit curve parameters".to_owned(),
-                    });
-                }
-                _ => {
-                    return Err(Error::malformed_because(
-                        WHAT,
-                        "EC key without a named curve",
-                    ));
-                }
-            };
-            a.finish().map_err(bad)?;
-            let algorithm =
-                Algorithm::from_curve_oid(curve).ok_or_else(|| Error::UnsupportedAlgorithm {
-                    algorithm: format!("EC curve {}", der::describe_oid(curve)),
-                })?;
-            SigningKey::from_ec_private_key(Some(algorithm), private_key, public_key)
-        } else if alg_oid == oid::ED25519 {
-            a.finish().map_err(bad)?;
-            // CurvePrivateKey ::= OCTET STRING (the 32-byte seed)
-            let mut inner = Reader::new(private_key);
-            let seed = inner.read(der::TAG_OCTET_STRING).map_err(bad)?;
-            inner.finish().map_err(bad)?;
-            SigningKey::from_ed25519_seed(seed, public_key)
-        } else {
-            Err(Error::UnsupportedAlgorithm {
-                algorithm: der::describe_oid(alg_oid),
-            })
+        match Algorithm::from_algorithm_identifier(&info.algorithm, WHAT)? {
+            Algorithm::Ed25519 => {
+                // CurvePrivateKey ::= OCTET STRING (the 32-byte seed)
+                let seed = <&OctetStringRef>::from_der(info.private_key)
+                    .map_err(|e| Error::malformed_by(WHAT, e))?;
+                SigningKey::from_ed25519_seed(seed.as_bytes(), public_key)
+            }
+            ec @ (Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384) => {
+                SigningKey::from_ec_private_key(Some(ec), info.private_key, public_key)
+            }
         }
     }
 
@@ -153,9 +105,9 @@ impl SigningKey {
         let key = sec1::EcPrivateKey::try_from(ec_private_key)
             .map_err(|e| Error::malformed_by(WHAT, e))?;
         let inner_curve = match key.parameters.and_then(|p| p.named_curve()) {
-            Some(oid) => Some(Algorithm::from_curve_oid(oid.as_bytes()).ok_or_else(|| {
+            Some(oid) => Some(Algorithm::from_curve_oid(&oid).ok_or_else(|| {
                 Error::UnsupportedAlgorithm {
-                    algorithm: format!("EC curve {}", der::describe_oid(oid.as_bytes())),
+                    algorithm: format!("EC curve {}", crate::oid::describe(&oid)),
                 }
             })?),
             None => None,
@@ -203,7 +155,7 @@ impl SigningKey {
         let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::from_private_key_and_public_key(signing, &scalar, public, &rng)
             .map_err(|e| Error::key_rejected(rejection_reason(e)))?;
-        let pkcs8 = canonical_ec_pkcs8(curve.oid, &scalar, public);
+        let pkcs8 = canonical_ec_pkcs8(algorithm, &scalar, public)?;
         Ok(SigningKey {
             pair: Pair::Ecdsa(pair),
             pkcs8,
@@ -223,12 +175,8 @@ impl SigningKey {
         .map_err(|e| Error::key_rejected(rejection_reason(e)))?;
         let public_key = PublicKey::from_raw(Algorithm::Ed25519, pair.public_key().as_ref())?;
         // PrivateKeyInfo { 0, { id-Ed25519 }, OCTET STRING { OCTET STRING seed } }
-        let mut pkcs8 = Zeroizing::new(Vec::with_capacity(48));
-        pkcs8.extend_from_slice(&[
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ]);
-        pkcs8.extend_from_slice(seed);
+        let curve_private_key = encode_secret(&OctetStringRef::new(seed).map_err(encoding)?)?;
+        let pkcs8 = pkcs8_v1(Algorithm::Ed25519, &curve_private_key)?;
         Ok(SigningKey {
             pair: Pair::Ed25519(pair),
             pkcs8,
@@ -311,32 +259,117 @@ fn rejection_reason(e: impl fmt::Display) -> String {
     out
 }
 
-/// Go's `x509.MarshalPKCS8PrivateKey` layout for an EC key.
-fn canonical_ec_pkcs8(curve_oid: &[u8], scalar: &[u8], public: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut bits = Vec::with_capacity(public.len() + 1);
-    bits.push(0);
-    bits.extend_from_slice(public);
-    let mut public_field = Vec::new();
-    der::write_tlv(&mut public_field, der::TAG_BIT_STRING, &bits);
+/// The fields of a PKCS#8 `PrivateKeyInfo` / `OneAsymmetricKey` (RFC 5208,
+/// RFC 5958) that this crate uses; attributes are skipped.
+struct Pkcs8<'a> {
+    algorithm: AlgorithmIdentifierRef<'a>,
+    /// The contents of the `privateKey` OCTET STRING.
+    private_key: &'a [u8],
+    /// v2 only.
+    public_key: Option<BitStringRef<'a>>,
+}
 
-    let mut ec = Zeroizing::new(Vec::with_capacity(160));
-    der::write_tlv(&mut ec, der::TAG_INTEGER, &[1]);
-    der::write_tlv(&mut ec, der::TAG_OCTET_STRING, scalar);
-    der::write_tlv(&mut ec, der::TAG_CONTEXT_1_CONSTRUCTED, &public_field);
-    let mut ec_seq = Zeroizing::new(Vec::with_capacity(ec.len() + 4));
-    der::write_tlv(&mut ec_seq, der::TAG_SEQUENCE, &ec);
+impl<'a> Pkcs8<'a> {
+    /// Reads a DER PKCS#8 document with the `pkcs8` crate, or failing that
+    /// in old ring's v2 layout (see [`RingPkcs8V2`]). Errors are `pkcs8`'s.
+    fn from_der(der: &'a [u8]) -> der::Result<Pkcs8<'a>> {
+        match PrivateKeyInfoRef::from_der(der) {
+            Ok(info) => Ok(Pkcs8 {
+                algorithm: info.algorithm,
+                private_key: info.private_key.as_bytes(),
+                public_key: info.public_key,
+            }),
+            Err(err) => match RingPkcs8V2::from_der(der) {
+                Ok(ring) => Ok(Pkcs8 {
+                    algorithm: ring.algorithm,
+                    private_key: ring.private_key.as_bytes(),
+                    public_key: Some(ring.public_key),
+                }),
+                Err(_) => Err(err),
+            },
+        }
+    }
+}
 
-    let mut alg = Vec::new();
-    der::write_tlv(&mut alg, der::TAG_OID, oid::EC_PUBLIC_KEY);
-    der::write_tlv(&mut alg, der::TAG_OID, curve_oid);
+/// PKCS#8 v2 as ring 0.16 and older wrote it (`Ed25519KeyPair::
+/// generate_pkcs8`; ring issue #1464, fixed in 0.17, which still reads
+/// it): RFC 5958's `OneAsymmetricKey`, except that the public key is
+/// wrapped in an EXPLICIT `[1]` (`a1 23 03 21 00 …`) instead of RFC 5958's
+/// `[1] IMPLICIT BIT STRING` (`81 21 00 …`). The `pkcs8` crate reads only
+/// the RFC form, so this is the same structure built from the `der`
+/// crate's types with that one tagging difference.
+struct RingPkcs8V2<'a> {
+    algorithm: AlgorithmIdentifierRef<'a>,
+    private_key: &'a OctetStringRef,
+    public_key: BitStringRef<'a>,
+}
 
-    let mut info = Zeroizing::new(Vec::with_capacity(ec_seq.len() + 40));
-    der::write_tlv(&mut info, der::TAG_INTEGER, &[0]);
-    der::write_tlv(&mut info, der::TAG_SEQUENCE, &alg);
-    der::write_tlv(&mut info, der::TAG_OCTET_STRING, &ec_seq);
-    let mut out = Zeroizing::new(Vec::with_capacity(info.len() + 4));
-    der::write_tlv(&mut out, der::TAG_SEQUENCE, &info);
-    out
+impl<'a> DecodeValue<'a> for RingPkcs8V2<'a> {
+    type Error = der::Error;
+
+    fn decode_value<R: Reader<'a>>(reader: &mut R, _header: Header) -> der::Result<Self> {
+        if pkcs8::Version::decode(reader)? != pkcs8::Version::V2 {
+            return Err(reader.error(Tag::Integer.value_error()));
+        }
+        let algorithm = reader.decode()?;
+        let private_key = reader.decode()?;
+        let _attributes =
+            reader.context_specific::<&SequenceRef>(TagNumber(0), TagMode::Implicit)?;
+        let public_key = reader
+            .context_specific::<BitStringRef<'a>>(TagNumber(1), TagMode::Explicit)?
+            .ok_or_else(|| reader.error(Tag::BitString.value_error()))?;
+        // The der reader refuses anything left inside the SEQUENCE.
+        Ok(RingPkcs8V2 {
+            algorithm,
+            private_key,
+            public_key,
+        })
+    }
+}
+
+impl<'a> Sequence<'a> for RingPkcs8V2<'a> {}
+
+/// Go's `x509.MarshalPKCS8PrivateKey` layout for an EC key: PKCS#8 v1 with
+/// the curve named only in the outer algorithm identifier, around
+/// `ECPrivateKey { 1, d, [1] public point }`.
+fn canonical_ec_pkcs8(
+    algorithm: Algorithm,
+    scalar: &[u8],
+    public: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let ec_private_key = encode_secret(&sec1::EcPrivateKey {
+        private_key: scalar,
+        parameters: None,
+        public_key: Some(public),
+    })?;
+    pkcs8_v1(algorithm, &ec_private_key)
+}
+
+/// `PrivateKeyInfo { 0, algorithm identifier, OCTET STRING private_key }`.
+fn pkcs8_v1(algorithm: Algorithm, private_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    encode_secret(&PrivateKeyInfo::<ObjectIdentifier, _, BitStringRef<'_>> {
+        algorithm: algorithm.algorithm_identifier(),
+        private_key: OctetStringRef::new(private_key).map_err(encoding)?,
+        public_key: None,
+    })
+}
+
+/// DER-encodes `value` straight into a buffer that is zeroized on drop, so
+/// no unzeroized copy of a secret is left behind by reallocation.
+fn encode_secret(value: &impl Encode) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let len = usize::try_from(value.encoded_len().map_err(encoding)?).map_err(encoding)?;
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    let written = value.encode_to_slice(&mut out).map_err(encoding)?.len();
+    if written != len {
+        return Err(Error::Crypto);
+    }
+    Ok(out)
+}
+
+/// Encoding the structures above cannot fail for the key sizes this crate
+/// accepts; if the encoder ever does, report it as a library failure.
+fn encoding(_: der::Error) -> Error {
+    Error::Crypto
 }
 
 #[cfg(test)]
@@ -429,6 +462,85 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert!(!dbg.contains(&seed_hex));
+    }
+
+    #[test]
+    fn pkcs8_v2_in_both_public_key_taggings_is_read() {
+        let rng = SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        // ring 0.17, like OpenSSL and RFC 5958: `[1] IMPLICIT BIT STRING`.
+        let rfc = doc.as_ref();
+        assert_eq!(&rfc[48..51], &[0x81, 0x21, 0x00]);
+        let from_rfc = SigningKey::from_pkcs8_der(rfc).unwrap();
+        // ring 0.16 and older: `[1] { BIT STRING }`, EXPLICIT.
+        let mut legacy = rfc.to_vec();
+        legacy.splice(48..48, [0xa1, 0x23]);
+        legacy[48 + 2] = 0x03;
+        legacy[1] += 2;
+        assert_eq!(&legacy[48..53], &[0xa1, 0x23, 0x03, 0x21, 0x00]);
+        Ed25519KeyPair::from_pkcs8(&legacy).unwrap();
+        let from_legacy = SigningKey::from_pkcs8_der(&legacy).unwrap();
+        assert_eq!(from_legacy.pkcs8_der(), from_rfc.pkcs8_der());
+        assert_eq!(from_legacy.public_key(), from_rfc.public_key());
+
+        // Either form is refused as a v1 or v3 document, with trailing
+        // bytes, or with a public key that has unused bits.
+        for doc in [rfc, &legacy[..]] {
+            assert_eq!(&doc[2..5], &[0x02, 0x01, 0x01]);
+            for version in [0, 2] {
+                let mut other = doc.to_vec();
+                other[4] = version;
+                assert!(matches!(
+                    SigningKey::from_pkcs8_der(&other),
+                    Err(Error::Malformed { .. })
+                ));
+            }
+            let trailing = [doc, &[0][..]].concat();
+            assert!(matches!(
+                SigningKey::from_pkcs8_der(&trailing),
+                Err(Error::Malformed { .. })
+            ));
+            let mut unused_bits = doc.to_vec();
+            let at = doc.len() - 33;
+            assert_eq!(unused_bits[at], 0);
+            unused_bits[at] = 1;
+            let last = unused_bits.len() - 1;
+            unused_bits[last] &= 0xfe;
+            assert!(matches!(
+                SigningKey::from_pkcs8_der(&unused_bits),
+                Err(Error::Malformed { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn non_der_pkcs8_is_refused() {
+        let key = SigningKey::generate(Algorithm::Ed25519).unwrap();
+        let der = key.pkcs8_der();
+        assert_eq!(&der[..2], &[0x30, 0x2e]);
+        let body = &der[2..];
+        for case in [
+            [&[0x30, 0x81, 0x2e][..], body].concat(),
+            [&[0x30, 0x80][..], body, &[0, 0]].concat(),
+            [der, &[0][..]].concat(),
+        ] {
+            assert!(
+                matches!(
+                    SigningKey::from_pkcs8_der(&case),
+                    Err(Error::Malformed { .. })
+                ),
+                "{case:02x?}"
+            );
+        }
+        // A v1 document with a public key is refused.
+        let mut with_public = der.to_vec();
+        with_public.extend_from_slice(&[0x81, 0x21, 0x00]);
+        with_public.extend_from_slice(key.public_key().raw_public_key());
+        with_public[1] += 35;
+        assert!(matches!(
+            SigningKey::from_pkcs8_der(&with_public),
+            Err(Error::Malformed { .. })
+        ));
     }
 
     #[test]

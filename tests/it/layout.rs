@@ -84,3 +84,22 @@ fn missing_layout_is_an_operational_error() {
     out.expect_code(2);
     assert!(out.stderr.contains("not an OCI image layout"), "{}", out.stderr);
 }
+
+/// The README's first command: scripts/demo.sh signs, verifies and rejects
+/// two tampered copies, exiting non-zero if any step misbehaves.
+#[test]
+fn demo_script_runs() {
+    let script = crate::support::repo_root().join("scripts/demo.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("MARQUE_BIN", marque_bin())
+        .env_remove("MARQUE_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("both tampered copies were rejected"), "{text}");
+    assert!(text.contains("signature is for sha256:"), "{text}");
+    assert!(text.contains("payload blob does not match its digest"), "{text}");
+}

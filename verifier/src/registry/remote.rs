@@ -205,6 +205,11 @@ impl RemoteRegistry {
             r.repository().to_owned(),
             "latest".to_owned(),
         );
+        let hint = if creds.is_some() {
+            "check the credentials"
+        } else {
+            "no credentials were found: run `docker login` or pass --registry-username"
+        };
         let auth = match creds {
             Some(c) => oci_client::secrets::RegistryAuth::Basic(c.username, c.password),
             None => oci_client::secrets::RegistryAuth::Anonymous,
@@ -216,7 +221,7 @@ impl RemoteRegistry {
         let token = client
             .auth(&oci_ref, &auth, op)
             .await
-            .map_err(|e| unauthorized(format!("token exchange failed: {e}")))?
+            .map_err(|e| unauthorized(format!("token exchange failed ({hint}): {e}")))?
             .ok_or_else(|| unauthorized("the token service issued no token".to_owned()))?;
         HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| unauthorized("the token service issued a token that is not a valid header".to_owned()))
