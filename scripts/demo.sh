@@ -32,7 +32,7 @@ head -c 120 "$WORK/release.key"; echo " …"
 cat "$WORK/release.pub"
 
 say "2. Sign the sample image (a copy of testdata/sample-image)"
-run "$M" sign --key "$WORK/release.key" "$IMAGE"
+run "$M" sign --key "$WORK/release.key" -a build=demo "$IMAGE"
 
 say "3. Verify it"
 run "$M" verify --key "$WORK/release.pub" --output json "$IMAGE" | tee "$WORK/verify.json"
@@ -63,7 +63,7 @@ say "5. Tamper: edit the signed payload in place"
 T2="$WORK/attack2/sample-image"; mkdir -p "$WORK/attack2"; cp -r "$WORK/sample-image" "$T2"
 for f in "$T2"/blobs/sha256/*; do
     if grep -q 'cosign container image signature' "$f"; then
-        sed -i 's/"optional":null/"optional":{  }/' "$f"   # same length
+        sed -i 's/"build":"demo"/"build":"evil"/' "$f"   # same length
     fi
 done
 set +e

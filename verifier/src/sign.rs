@@ -2,13 +2,13 @@
 //! manifest without losing anyone else's.
 //!
 //! Registries have no compare-and-swap on tags, so appending is a
-//! read-modify-write that can race with another signer. [`sign`] therefore
-//! re-reads after every write and re-appends until its layer is present in
-//! two reads separated by a settle delay longer than a writer's own
-//! read-modify-write cycle. A signer whose layer was overwritten by a writer
-//! that read before it wrote sees the loss on the confirming read and
-//! appends again. Every write keeps every layer it read. See
-//! docs/threat-model.md for what this does and does not guarantee.
+//! read-modify-write that can race with another signer. [`sign`] keeps
+//! every layer it read, checks the tag again just before writing (a HEAD;
+//! on conflict it starts over), and after writing waits a settle delay of
+//! several check-then-write windows and reads the tag again: if its layer
+//! was dropped by a writer that read before it wrote, it appends again. In
+//! an OCI layout the check and write are one atomic step under a file lock.
+//! See docs/threat-model.md for what this does and does not guarantee.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher as _;
@@ -102,13 +102,14 @@ pub async fn sign(
 
     let mut appended = true;
     let mut writes = 0;
-    let mut confirmations = 0;
-    let mut cycle = Duration::from_millis(5);
-    let mut payload_pushed = false;
+    // How long our check-then-write takes; a concurrent marque writer is
+    // exposed to a stale read only for about as long as its own.
+    let mut window = Duration::from_millis(5);
+    let mut confirming = false;
+    let mut payload_uploaded = false;
     loop {
-        let round_start = Instant::now();
         let (current, existing) = read_layers(repo, &tag).await?;
-        if writes == 0 && confirmations == 0 {
+        if writes == 0 {
             // Same key, same payload already there: keep that signature
             // rather than adding a second, randomised one.
             if let Some(prior) = existing
@@ -123,22 +124,16 @@ pub async fn sign(
             l.digest_str == payload_digest.as_str()
                 && l.annotations.get(SIGNATURE_ANNOTATION) == Some(&signature)
         });
-        if present {
-            confirmations += 1;
-            if confirmations >= 2 || (!appended && writes == 0) {
-                return Ok(Signed {
-                    image: image.with_digest(digest.clone()),
-                    digest,
-                    signature_tag: tag,
-                    payload_digest,
-                    appended: appended || writes > 0,
-                    writes,
-                });
-            }
-            tokio::time::sleep(settle_delay(cycle)).await;
-            continue;
+        if present && (confirming || !appended) {
+            return Ok(Signed {
+                image: image.with_digest(digest.clone()),
+                digest,
+                signature_tag: tag,
+                payload_digest,
+                appended: appended || writes > 0,
+                writes,
+            });
         }
-        confirmations = 0;
         if writes >= MAX_ROUNDS {
             return Err(SignError::Contended { tag, rounds: writes });
         }
@@ -148,9 +143,11 @@ pub async fn sign(
                 count: existing.len(),
             });
         }
-        if !payload_pushed {
+        // Another signer of the same payload already uploaded the blob.
+        let payload_present = existing.iter().any(|l| l.digest_str == payload_digest.as_str());
+        if !payload_uploaded && !payload_present {
             repo.push_blob(payload.clone()).await?;
-            payload_pushed = true;
+            payload_uploaded = true;
         }
         layer
             .annotations
@@ -160,34 +157,47 @@ pub async fn sign(
         let built = manifest::signature_manifest(layers);
         repo.push_blob(built.config).await?;
         writes += 1;
+        let write_start = Instant::now();
         match repo
             .replace_tag(&tag, current.as_ref(), built.manifest, OCI_MANIFEST)
             .await
         {
-            Ok(TagUpdate::Conflict) => {
-                // Someone wrote between our read and our write: read again.
-                tokio::time::sleep(jitter(Duration::from_millis(2))).await;
-                continue;
+            // Atomic (OCI layout): nobody can have overwritten it.
+            Ok(TagUpdate::Replaced) => {
+                return Ok(Signed {
+                    image: image.with_digest(digest.clone()),
+                    digest,
+                    signature_tag: tag,
+                    payload_digest,
+                    appended: true,
+                    writes,
+                });
             }
-            Ok(TagUpdate::Replaced | TagUpdate::Unconditional) => {}
+            Ok(TagUpdate::Unconditional) => {
+                window = write_start.elapsed();
+                // Confirm after another writer's check-then-write window
+                // has passed: a writer that read before our write has
+                // written by then, and if it dropped us we append again.
+                confirming = true;
+                tokio::time::sleep(settle_delay(window)).await;
+            }
+            Ok(TagUpdate::Conflict) => {
+                // Someone wrote between our read and our write: read again,
+                // backing off a little more each time.
+                confirming = false;
+                tokio::time::sleep(jitter(window * writes.min(8) as u32)).await;
+            }
             // Concurrent uploads of the same blob (every signer of one
             // image uploads the same payload and, for the same layer count,
             // the same config) can make distribution briefly report a blob it
             // just received as unknown. Upload again and retry the round.
-            Err(RegistryError::Status { status: 400, ref body, .. })
-                if body.contains("BLOB_UNKNOWN") && writes < MAX_ROUNDS =>
-            {
+            Err(RegistryError::Status { status: 400, ref body, .. }) if body.contains("BLOB_UNKNOWN") => {
                 tracing::debug!(%tag, "registry lost a blob under concurrent upload; retrying");
-                payload_pushed = false;
-                tokio::time::sleep(jitter(cycle.max(Duration::from_millis(5)) * 2)).await;
-                continue;
+                confirming = false;
+                payload_uploaded = false;
+                tokio::time::sleep(jitter(window * 2)).await;
             }
             Err(e) => return Err(e.into()),
-        }
-        cycle = round_start.elapsed();
-        if writes > 1 {
-            // Lost a race: back off a little so writers interleave less.
-            tokio::time::sleep(jitter(cycle * writes.min(8) as u32)).await;
         }
     }
 }
@@ -217,11 +227,11 @@ fn is_same_signer(layer: &Descriptor, payload_digest: &Digest, payload: &[u8], k
     key.public_key().verify(payload, &sig).is_ok()
 }
 
-/// How long to wait before confirming that a write survived: longer than
-/// another writer's read-modify-write cycle, which is about as long as ours.
-fn settle_delay(cycle: Duration) -> Duration {
-    let base = (cycle * 3).clamp(Duration::from_millis(25), Duration::from_secs(2));
-    base + jitter(Duration::from_millis(25))
+/// How long to wait before confirming that a write survived: several times
+/// another writer's check-then-write window, which is about as long as ours.
+fn settle_delay(window: Duration) -> Duration {
+    let base = (window * 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    base + jitter(Duration::from_millis(10))
 }
 
 /// A random duration in `[0, max)`.

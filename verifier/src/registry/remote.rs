@@ -115,11 +115,13 @@ impl RemoteRegistry {
             if let Some(value) = cached {
                 req = req.header(AUTHORIZATION, value);
             }
+            let started = std::time::Instant::now();
             let resp = req.send().await.map_err(|source| RegistryError::Transport {
                 registry: r.registry().to_owned(),
                 source,
             })?;
             let status = resp.status();
+            tracing::debug!(%method, %url, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "registry request");
             // Registries answer 5xx under load or while a tag is being
             // rewritten; idempotent requests are retried a few times.
             if status.is_server_error() && method != Method::POST && server_errors < SERVER_RETRIES {
