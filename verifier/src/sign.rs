@@ -84,7 +84,9 @@ pub enum SignError {
 }
 
 /// Signs `image` in `repo` with `key`, adding `annotations` to the payload's
-/// `optional` section, and appends the signature to the `.sig` manifest.
+/// `optional` section, and appends the signature to the `.sig` manifest,
+/// confirming it survived. For many images, [`Append`] lets the caller write
+/// them all first and confirm them afterwards, so the settle delays overlap.
 pub async fn sign(
     repo: &Repository,
     image: &ImageRef,
@@ -92,112 +94,187 @@ pub async fn sign(
     annotations: &BTreeMap<String, String>,
     max_signatures: usize,
 ) -> Result<Signed, SignError> {
-    let digest = repo.resolve(image).await?;
-    let tag = digest.cosign_tag("sig");
-    let payload = simple_signing::build(&image.identity(), &digest, annotations);
-    let payload_digest = Digest::of(&payload);
+    let mut append = Append::start(repo.clone(), image, key, annotations, max_signatures).await?;
+    match append.write().await? {
+        Some(done) => Ok(done),
+        None => append.confirm().await,
+    }
+}
 
-    let mut layer = Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &payload);
-    let mut signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload)?);
+/// One signature being appended to an image's `.sig` manifest.
+///
+/// [`Append::start`] resolves the image and signs the payload;
+/// [`Append::write`] appends the layer (re-reading on conflict) and returns
+/// the result at once when no confirmation is needed (it was already there,
+/// or the write was atomic); otherwise [`Append::confirm`] waits out the
+/// settle delay, re-reads, and appends again if the layer was dropped.
+#[derive(Debug)]
+pub struct Append {
+    repo: Repository,
+    image: ImageRef,
+    digest: Digest,
+    tag: String,
+    payload: Vec<u8>,
+    payload_digest: Digest,
+    layer: Descriptor,
+    signature: String,
+    public_key: marque_keys::PublicKey,
+    max_signatures: usize,
+    appended: bool,
+    writes: usize,
+    /// How long our check-then-write takes; a concurrent marque writer is
+    /// exposed to a stale read only for about as long as its own.
+    window: Duration,
+    payload_uploaded: bool,
+    written_at: Option<Instant>,
+}
 
-    let mut appended = true;
-    let mut writes = 0;
-    // How long our check-then-write takes; a concurrent marque writer is
-    // exposed to a stale read only for about as long as its own.
-    let mut window = Duration::from_millis(5);
-    let mut confirming = false;
-    let mut payload_uploaded = false;
-    loop {
-        let (current, existing) = read_layers(repo, &tag).await?;
-        if writes == 0 {
-            // Same key, same payload already there: keep that signature
-            // rather than adding a second, randomised one.
-            if let Some(prior) = existing
-                .iter()
-                .find(|l| is_same_signer(l, &payload_digest, &payload, key))
-            {
-                signature = prior.annotations[SIGNATURE_ANNOTATION].clone();
-                appended = false;
+impl Append {
+    /// Resolves `image` once and signs its payload.
+    pub async fn start(
+        repo: Repository,
+        image: &ImageRef,
+        key: &SigningKey,
+        annotations: &BTreeMap<String, String>,
+        max_signatures: usize,
+    ) -> Result<Append, SignError> {
+        let digest = repo.resolve(image).await?;
+        let tag = digest.cosign_tag("sig");
+        let payload = simple_signing::build(&image.identity(), &digest, annotations);
+        let payload_digest = Digest::of(&payload);
+        let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload)?);
+        Ok(Append {
+            repo,
+            image: image.with_digest(digest.clone()),
+            layer: Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &payload),
+            digest,
+            tag,
+            payload,
+            payload_digest,
+            signature,
+            public_key: key.public_key().clone(),
+            max_signatures,
+            appended: true,
+            writes: 0,
+            window: Duration::from_millis(5),
+            payload_uploaded: false,
+            written_at: None,
+        })
+    }
+
+    fn done(&self) -> Signed {
+        Signed {
+            image: self.image.clone(),
+            digest: self.digest.clone(),
+            signature_tag: self.tag.clone(),
+            payload_digest: self.payload_digest.clone(),
+            appended: self.appended,
+            writes: self.writes,
+        }
+    }
+
+    fn is_present(&self, layers: &[Descriptor]) -> bool {
+        layers.iter().any(|l| {
+            l.digest_str == self.payload_digest.as_str()
+                && l.annotations.get(SIGNATURE_ANNOTATION) == Some(&self.signature)
+        })
+    }
+
+    /// Appends the layer. `Some` when finished; `None` when the write must
+    /// still be confirmed with [`Append::confirm`].
+    pub async fn write(&mut self) -> Result<Option<Signed>, SignError> {
+        loop {
+            let (current, existing) = read_layers(&self.repo, &self.tag).await?;
+            if self.writes == 0 {
+                // Same key, same payload already there: keep that signature
+                // rather than adding a second, randomised one.
+                if let Some(prior) = existing
+                    .iter()
+                    .find(|l| is_same_signer(l, &self.payload_digest, &self.payload, &self.public_key))
+                {
+                    self.signature = prior.annotations[SIGNATURE_ANNOTATION].clone();
+                    self.appended = false;
+                }
             }
-        }
-        let present = existing.iter().any(|l| {
-            l.digest_str == payload_digest.as_str()
-                && l.annotations.get(SIGNATURE_ANNOTATION) == Some(&signature)
-        });
-        if present && (confirming || !appended) {
-            return Ok(Signed {
-                image: image.with_digest(digest.clone()),
-                digest,
-                signature_tag: tag,
-                payload_digest,
-                appended: appended || writes > 0,
-                writes,
-            });
-        }
-        if writes >= MAX_ROUNDS {
-            return Err(SignError::Contended { tag, rounds: writes });
-        }
-        if existing.len() >= max_signatures {
-            return Err(SignError::TooManySignatures {
-                tag,
-                count: existing.len(),
-            });
-        }
-        // Another signer of the same payload already uploaded the blob.
-        let payload_present = existing.iter().any(|l| l.digest_str == payload_digest.as_str());
-        if !payload_uploaded && !payload_present {
-            repo.push_blob(payload.clone()).await?;
-            payload_uploaded = true;
-        }
-        layer
-            .annotations
-            .insert(SIGNATURE_ANNOTATION.to_owned(), signature.clone());
-        let mut layers = existing;
-        layers.push(layer.clone());
-        let built = manifest::signature_manifest(layers);
-        repo.push_blob(built.config).await?;
-        writes += 1;
-        let write_start = Instant::now();
-        match repo
-            .replace_tag(&tag, current.as_ref(), built.manifest, OCI_MANIFEST)
-            .await
-        {
-            // Atomic (OCI layout): nobody can have overwritten it.
-            Ok(TagUpdate::Replaced) => {
-                return Ok(Signed {
-                    image: image.with_digest(digest.clone()),
-                    digest,
-                    signature_tag: tag,
-                    payload_digest,
-                    appended: true,
-                    writes,
+            if self.is_present(&existing) {
+                return Ok(Some(self.done()));
+            }
+            if self.writes >= MAX_ROUNDS {
+                return Err(SignError::Contended {
+                    tag: self.tag.clone(),
+                    rounds: self.writes,
                 });
             }
-            Ok(TagUpdate::Unconditional) => {
-                window = write_start.elapsed();
-                // Confirm after another writer's check-then-write window
-                // has passed: a writer that read before our write has
-                // written by then, and if it dropped us we append again.
-                confirming = true;
-                tokio::time::sleep(settle_delay(window)).await;
+            if existing.len() >= self.max_signatures {
+                return Err(SignError::TooManySignatures {
+                    tag: self.tag.clone(),
+                    count: existing.len(),
+                });
             }
-            Ok(TagUpdate::Conflict) => {
-                // Someone wrote between our read and our write: read again,
-                // backing off a little more each time.
-                confirming = false;
-                tokio::time::sleep(jitter(window * writes.min(8) as u32)).await;
+            // Another signer of the same payload may have uploaded it.
+            let payload_present = existing.iter().any(|l| l.digest_str == self.payload_digest.as_str());
+            if !self.payload_uploaded && !payload_present {
+                self.repo.push_blob(self.payload.clone()).await?;
+                self.payload_uploaded = true;
             }
-            // Concurrent uploads of the same blob (every signer of one
-            // image uploads the same payload and, for the same layer count,
-            // the same config) can make distribution briefly report a blob it
-            // just received as unknown. Upload again and retry the round.
-            Err(RegistryError::Status { status: 400, ref body, .. }) if body.contains("BLOB_UNKNOWN") => {
-                tracing::debug!(%tag, "registry lost a blob under concurrent upload; retrying");
-                confirming = false;
-                payload_uploaded = false;
-                tokio::time::sleep(jitter(window * 2)).await;
+            self.layer
+                .annotations
+                .insert(SIGNATURE_ANNOTATION.to_owned(), self.signature.clone());
+            self.appended = true;
+            let mut layers = existing;
+            layers.push(self.layer.clone());
+            let built = manifest::signature_manifest(layers);
+            self.repo.push_blob(built.config).await?;
+            self.writes += 1;
+            let write_start = Instant::now();
+            match self
+                .repo
+                .replace_tag(&self.tag, current.as_ref(), built.manifest, OCI_MANIFEST)
+                .await
+            {
+                // Atomic (OCI layout): nobody can have overwritten it.
+                Ok(TagUpdate::Replaced) => return Ok(Some(self.done())),
+                Ok(TagUpdate::Unconditional) => {
+                    self.window = write_start.elapsed();
+                    self.written_at = Some(Instant::now());
+                    return Ok(None);
+                }
+                Ok(TagUpdate::Conflict) => {
+                    // Someone wrote between our read and our write: read
+                    // again, backing off a little more each time.
+                    tokio::time::sleep(jitter(self.window * self.writes.min(8) as u32)).await;
+                }
+                // Concurrent uploads of the same blob (every signer of one
+                // image uploads the same payload and, for the same layer
+                // count, the same config) can make distribution briefly
+                // report a blob it just received as unknown. Upload again.
+                Err(RegistryError::Status { status: 400, ref body, .. }) if body.contains("BLOB_UNKNOWN") => {
+                    tracing::debug!(tag = %self.tag, "registry lost a blob under concurrent upload; retrying");
+                    self.payload_uploaded = false;
+                    tokio::time::sleep(jitter(self.window * 2)).await;
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
+        }
+    }
+
+    /// Waits until the settle delay after the last write has passed, then
+    /// checks the layer is still there, appending again until it stays.
+    /// A writer that read before our write has written by then; if it
+    /// dropped our layer we see it here.
+    pub async fn confirm(mut self) -> Result<Signed, SignError> {
+        loop {
+            if let Some(at) = self.written_at {
+                tokio::time::sleep_until((at + settle_delay(self.window)).into()).await;
+            }
+            let (_, existing) = read_layers(&self.repo, &self.tag).await?;
+            if self.is_present(&existing) {
+                return Ok(self.done());
+            }
+            tracing::debug!(tag = %self.tag, "our signature was overwritten; appending again");
+            if let Some(done) = self.write().await? {
+                return Ok(done);
+            }
         }
     }
 }
@@ -214,7 +291,12 @@ async fn read_layers(repo: &Repository, tag: &str) -> Result<(Option<Digest>, Ve
     Ok((Some(found.digest), parsed.layers))
 }
 
-fn is_same_signer(layer: &Descriptor, payload_digest: &Digest, payload: &[u8], key: &SigningKey) -> bool {
+fn is_same_signer(
+    layer: &Descriptor,
+    payload_digest: &Digest,
+    payload: &[u8],
+    key: &marque_keys::PublicKey,
+) -> bool {
     if layer.digest_str != payload_digest.as_str() || layer.media_type != simple_signing::MEDIA_TYPE {
         return false;
     }
@@ -224,7 +306,7 @@ fn is_same_signer(layer: &Descriptor, payload_digest: &Digest, payload: &[u8], k
     let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(sig) else {
         return false;
     };
-    key.public_key().verify(payload, &sig).is_ok()
+    key.verify(payload, &sig).is_ok()
 }
 
 /// How long to wait before confirming that a write survived: several times

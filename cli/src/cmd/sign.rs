@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use futures_util::StreamExt as _;
 use marque_verifier::ImageRef;
+use marque_verifier::sign::{Append, SignError, Signed};
 use serde::Serialize;
 
 use crate::Status;
@@ -24,6 +25,48 @@ struct Entry {
     error: Option<String>,
 }
 
+/// How many confirmations run at once; they mostly wait.
+const CONFIRM_JOBS: usize = 256;
+
+enum Written {
+    Done(Signed),
+    Pending(Append),
+}
+
+fn entry(image: &ImageRef, r: Result<Signed, String>, bar: &indicatif::ProgressBar) -> Entry {
+    match r {
+        Ok(s) => {
+            bar.suspend(|| {
+                eprintln!(
+                    "{} {} ({})",
+                    if s.appended { "Signed" } else { "Already signed" },
+                    s.image,
+                    s.signature_tag
+                )
+            });
+            Entry {
+                image: image.to_string(),
+                digest: Some(s.digest.to_string()),
+                signature_tag: Some(s.signature_tag),
+                payload_digest: Some(s.payload_digest.to_string()),
+                appended: Some(s.appended),
+                error: None,
+            }
+        }
+        Err(e) => {
+            bar.suspend(|| eprintln!("Error signing {image}: {e}"));
+            Entry {
+                image: image.to_string(),
+                digest: None,
+                signature_tag: None,
+                payload_digest: None,
+                appended: None,
+                error: Some(e),
+            }
+        }
+    }
+}
+
 pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
     // Parse every reference before touching the key or the network.
     let images = args
@@ -37,48 +80,42 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
     let max_signatures = client.limits().max_signatures;
     let bar = crate::output::progress(images.len(), "signing");
 
-    let results: Vec<Entry> = futures_util::stream::iter(images.iter())
+    // Phase 1: write every signature. Phase 2: confirm the writes that
+    // need it. Each confirmation still waits its own settle delay after its
+    // own write, but the delays overlap instead of holding a job each.
+    let written: Vec<Result<Written, String>> = futures_util::stream::iter(images.iter())
         .map(|image| {
             let (client, key, annotations, bar) = (&client, &key, &annotations, &bar);
             async move {
                 let repo = client.repository(image);
-                let r = marque_verifier::sign::sign(&repo, image, key, annotations, max_signatures).await;
-                bar.inc(1);
-                match r {
-                    Ok(s) => {
-                        bar.suspend(|| {
-                            eprintln!(
-                                "{} {}@{} ({})",
-                                if s.appended { "Signed" } else { "Already signed" },
-                                image,
-                                s.digest,
-                                s.signature_tag
-                            )
-                        });
-                        Entry {
-                            image: image.to_string(),
-                            digest: Some(s.digest.to_string()),
-                            signature_tag: Some(s.signature_tag),
-                            payload_digest: Some(s.payload_digest.to_string()),
-                            appended: Some(s.appended),
-                            error: None,
-                        }
-                    }
-                    Err(e) => {
-                        bar.suspend(|| eprintln!("Error signing {image}: {e}"));
-                        Entry {
-                            image: image.to_string(),
-                            digest: None,
-                            signature_tag: None,
-                            payload_digest: None,
-                            appended: None,
-                            error: Some(e.to_string()),
-                        }
-                    }
+                let r = async {
+                    let mut append = Append::start(repo, image, key, annotations, max_signatures).await?;
+                    Ok::<_, SignError>(match append.write().await? {
+                        Some(done) => Written::Done(done),
+                        None => Written::Pending(append),
+                    })
                 }
+                .await;
+                bar.inc(1);
+                r.map_err(|e| e.to_string())
             }
         })
         .buffered(usize::from(args.jobs))
+        .collect()
+        .await;
+    let results: Vec<Entry> = futures_util::stream::iter(images.iter().zip(written))
+        .map(|(image, written)| {
+            let bar = &bar;
+            async move {
+                let r = match written {
+                    Ok(Written::Done(s)) => Ok(s),
+                    Ok(Written::Pending(append)) => append.confirm().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                entry(image, r, bar)
+            }
+        })
+        .buffered(CONFIRM_JOBS)
         .collect()
         .await;
     bar.finish_and_clear();

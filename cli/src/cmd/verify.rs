@@ -96,9 +96,9 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
                         bar.suspend(|| {
                             if verified {
                                 let keys: Vec<&str> = report.verified.iter().map(|v| v.key_id.as_str()).collect();
-                                eprintln!("Verified {image}@{} (key {})", report.digest, keys.join(", "));
+                                eprintln!("Verified {} (key {})", image.with_digest(report.digest.clone()), keys.join(", "));
                             } else {
-                                eprintln!("FAILED {image}@{}: {}", report.digest, report.failure_summary());
+                                eprintln!("FAILED {}: {}", image.with_digest(report.digest.clone()), report.failure_summary());
                             }
                         });
                         Entry::from_report(report)
