@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod harness;
 mod interop;
+mod keys_cli;
 mod layout;
 mod sign_verify;
 mod support;

@@ -21,7 +21,7 @@ use crate::artifact::manifest::{self, Descriptor, ImageManifest};
 use crate::artifact::{OCI_MANIFEST, simple_signing};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
-use crate::registry::{ManifestRef, RegistryError, Repository, TagUpdate};
+use crate::registry::{ManifestRef, RegistryError, Repository, TagCheck, TagUpdate};
 
 /// The annotation holding a layer's base64 signature.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -183,6 +183,20 @@ impl Append {
     /// Appends the layer. `Some` when finished; `None` when the write must
     /// still be confirmed with [`Append::confirm`].
     pub async fn write(&mut self) -> Result<Option<Signed>, SignError> {
+        // Most signatures go to a digest nobody has signed yet. For that
+        // case upload the payload and the one-layer config before reading,
+        // so that the read itself is the check just before the write.
+        let mut fresh = None;
+        if self.writes == 0 {
+            self.layer
+                .annotations
+                .insert(SIGNATURE_ANNOTATION.to_owned(), self.signature.clone());
+            let built = manifest::signature_manifest(vec![self.layer.clone()]);
+            self.repo.push_blob(self.payload.clone()).await?;
+            self.payload_uploaded = true;
+            self.repo.push_blob(built.config).await?;
+            fresh = Some(built.manifest);
+        }
         loop {
             let (current, existing) = read_layers(&self.repo, &self.tag).await?;
             if self.writes == 0 {
@@ -221,15 +235,22 @@ impl Append {
                 .annotations
                 .insert(SIGNATURE_ANNOTATION.to_owned(), self.signature.clone());
             self.appended = true;
-            let mut layers = existing;
-            layers.push(self.layer.clone());
-            let built = manifest::signature_manifest(layers);
-            self.repo.push_blob(built.config).await?;
+            let (manifest_bytes, check) = match fresh.take() {
+                // The tag did not exist a moment ago: our read was the check.
+                Some(bytes) if existing.is_empty() && current.is_none() => (bytes, TagCheck::JustRead),
+                _ => {
+                    let mut layers = existing;
+                    layers.push(self.layer.clone());
+                    let built = manifest::signature_manifest(layers);
+                    self.repo.push_blob(built.config).await?;
+                    (built.manifest, TagCheck::Recheck)
+                }
+            };
             self.writes += 1;
             let write_start = Instant::now();
             match self
                 .repo
-                .replace_tag(&self.tag, current.as_ref(), built.manifest, OCI_MANIFEST)
+                .replace_tag(&self.tag, current.as_ref(), check, manifest_bytes, OCI_MANIFEST)
                 .await
             {
                 // Atomic (OCI layout): nobody can have overwritten it.

@@ -140,6 +140,17 @@ pub enum ManifestRef<'a> {
     Digest(&'a Digest),
 }
 
+/// Whether [`Repository::replace_tag`] must look at a registry tag again
+/// before writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagCheck {
+    /// Read the tag again right before the write.
+    Recheck,
+    /// The caller read the tag immediately before; do not read it again.
+    /// (An OCI layout always checks, under its lock.)
+    JustRead,
+}
+
 /// The result of [`Repository::replace_tag`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagUpdate {
@@ -298,6 +309,7 @@ impl Repository {
         &self,
         tag: &str,
         expected: Option<&Digest>,
+        check: TagCheck,
         bytes: Vec<u8>,
         media_type: &str,
     ) -> Result<TagUpdate, RegistryError> {
@@ -305,13 +317,15 @@ impl Repository {
             Repository::Remote { remote, reference } => {
                 // No compare-and-swap: check just before writing, which
                 // narrows the race to the gap between these two requests.
-                let now = match remote.resolve(reference, tag).await {
-                    Ok(d) => Some(d),
-                    Err(RegistryError::NotFound { .. }) => None,
-                    Err(e) => return Err(e),
-                };
-                if now.as_ref() != expected {
-                    return Ok(TagUpdate::Conflict);
+                if check == TagCheck::Recheck {
+                    let now = match remote.resolve(reference, tag).await {
+                        Ok(d) => Some(d),
+                        Err(RegistryError::NotFound { .. }) => None,
+                        Err(e) => return Err(e),
+                    };
+                    if now.as_ref() != expected {
+                        return Ok(TagUpdate::Conflict);
+                    }
                 }
                 remote.push_manifest(reference, tag, bytes, media_type).await?;
                 Ok(TagUpdate::Unconditional)
