@@ -12,20 +12,31 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../tests/it/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 const PASSWORD: &str = "bench";
 
 fn main() {
-    let n: u32 = std::env::var("BENCH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let runs: u32 = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let n: u32 = std::env::var("BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let runs: u32 = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let root = support::repo_root();
     let marque = root.join("target/release/marque");
-    assert!(marque.exists(), "build marque first: cargo build --release -p marque-cli");
+    assert!(
+        marque.exists(),
+        "build marque first: cargo build --release -p marque-cli"
+    );
     let cosign = support::peers::cosign().expect("cosign (scripts/install-peers.sh)");
     let gnu_time = PathBuf::from("/usr/bin/time");
-    assert!(gnu_time.exists(), "GNU time is needed: apt-get install time");
+    assert!(
+        gnu_time.exists(),
+        "GNU time is needed: apt-get install time"
+    );
     let reg = support::Registry::start().expect("docker-registry");
     let addr = reg.addr();
     let dir = tempfile::tempdir().unwrap();
@@ -59,7 +70,13 @@ fn main() {
     let timed = |program: &Path, args: &[&str], images: &[String]| -> (Duration, u64, bool) {
         let out_file = dir.path().join("time.out");
         let mut c = Command::new(&gnu_time);
-        c.arg("-f").arg("%M").arg("-o").arg(&out_file).arg(program).args(args).args(images);
+        c.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&out_file)
+            .arg(program)
+            .args(args)
+            .args(images);
         env(&mut c);
         c.stdout(Stdio::null()).stderr(Stdio::null());
         let start = Instant::now();
@@ -75,8 +92,21 @@ fn main() {
     };
     let k = key.to_str().unwrap();
     let p = public.to_str().unwrap();
-    let cosign_sign = ["sign", "--key", k, "--tlog-upload=false", "--allow-http-registry", "-y"];
-    let cosign_verify = ["verify", "--key", p, "--insecure-ignore-tlog=true", "--allow-http-registry"];
+    let cosign_sign = [
+        "sign",
+        "--key",
+        k,
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "-y",
+    ];
+    let cosign_verify = [
+        "verify",
+        "--key",
+        p,
+        "--insecure-ignore-tlog=true",
+        "--allow-http-registry",
+    ];
     let marque_sign = ["sign", "--key", k];
     let marque_verify = ["verify", "--key", p];
 
@@ -126,15 +156,28 @@ fn main() {
     println!("|---|---|---|---|");
     println!(
         "| one `verify`, whole process (mean of {runs}) | {:.1} ms, {:.1} MiB | {:.1} ms, {:.1} MiB | {:.1}× faster, {:.1}× less memory |",
-        ms(c_one), mib(c_one_mem), ms(m_one), mib(m_one_mem), ms(c_one) / ms(m_one), mib(c_one_mem) / mib(m_one_mem)
+        ms(c_one),
+        mib(c_one_mem),
+        ms(m_one),
+        mib(m_one_mem),
+        ms(c_one) / ms(m_one),
+        mib(c_one_mem) / mib(m_one_mem)
     );
     println!(
         "| one `verify` call over {n} images (best of 3) | {:.0} ms, {:.1} MiB | {:.0} ms, {:.1} MiB | {:.1}× |",
-        ms(c_batch), mib(c_batch_mem), ms(m_batch), mib(m_batch_mem), ms(c_batch) / ms(m_batch)
+        ms(c_batch),
+        mib(c_batch_mem),
+        ms(m_batch),
+        mib(m_batch_mem),
+        ms(c_batch) / ms(m_batch)
     );
     println!(
         "| one `sign` call over {n} images | {:.0} ms, {:.1} MiB | {:.0} ms, {:.1} MiB | {:.1}× |",
-        ms(c_sign), mib(c_sign_mem), ms(m_sign), mib(m_sign_mem), ms(c_sign) / ms(m_sign)
+        ms(c_sign),
+        mib(c_sign_mem),
+        ms(m_sign),
+        mib(m_sign_mem),
+        ms(c_sign) / ms(m_sign)
     );
     println!(
         "| registry floor for signing {n} images (writes only, 16 raw clients) | | {:.0} ms | cosign / floor {:.1}× |",

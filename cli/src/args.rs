@@ -52,7 +52,9 @@ Exit status: 0 every image verified, 1 some image failed verification,
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeyCommand {
     /// Generate a key pair: PREFIX.key (encrypted, cosign format) and PREFIX.pub.
-    #[command(after_help = "Examples:\n  MARQUE_PASSWORD=… marque key generate --output-prefix cosign\n  marque key generate --algorithm ed25519 --output-prefix release")]
+    #[command(
+        after_help = "Examples:\n  MARQUE_PASSWORD=… marque key generate --output-prefix cosign\n  marque key generate --algorithm ed25519 --output-prefix release"
+    )]
     Generate(KeyGenerateArgs),
     /// Print the public key of a private key, public key or certificate file.
     #[command(after_help = "Examples:\n  marque key public --key cosign.key > cosign.pub")]
@@ -108,7 +110,12 @@ pub(crate) struct RegistryArgs {
     #[arg(long, value_name = "USER", requires = "registry_password")]
     pub(crate) registry_username: Option<String>,
     /// Password for --registry-username.
-    #[arg(long, value_name = "PASSWORD", env = "MARQUE_REGISTRY_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "MARQUE_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
     pub(crate) registry_password: Option<String>,
     /// Timeout for each registry request, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -212,8 +219,11 @@ mod tests {
     fn sign_needs_an_image_and_a_key() {
         assert!(Cli::try_parse_from(["marque", "sign", "--key", "k"]).is_err());
         assert!(Cli::try_parse_from(["marque", "sign", "img"]).is_err());
-        let cli = Cli::try_parse_from(["marque", "sign", "--key", "k", "-a", "x=y", "img"]).unwrap();
-        let Command::Sign(s) = cli.command else { panic!() };
+        let cli =
+            Cli::try_parse_from(["marque", "sign", "--key", "k", "-a", "x=y", "img"]).unwrap();
+        let Command::Sign(s) = cli.command else {
+            panic!()
+        };
         assert_eq!(s.annotations, vec![("x".into(), "y".into())]);
         assert_eq!(s.jobs, 16);
     }
@@ -221,19 +231,44 @@ mod tests {
     #[test]
     fn verify_flags() {
         let cli = Cli::try_parse_from([
-            "marque", "verify", "--key", "a.pub", "--key", "b.pub", "--identity", "exact", "-o", "json", "img",
+            "marque",
+            "verify",
+            "--key",
+            "a.pub",
+            "--key",
+            "b.pub",
+            "--identity",
+            "exact",
+            "-o",
+            "json",
+            "img",
         ])
         .unwrap();
-        let Command::Verify(v) = cli.command else { panic!() };
+        let Command::Verify(v) = cli.command else {
+            panic!()
+        };
         assert_eq!(v.key.len(), 2);
         assert_eq!(v.identity, IdentityArg::Exact);
         assert_eq!(v.output, OutputFormat::Json);
         assert!(Cli::try_parse_from(["marque", "verify", "img"]).is_err());
-        assert!(Cli::try_parse_from(["marque", "verify", "--key", "k", "--jobs", "0", "img"]).is_err());
+        assert!(
+            Cli::try_parse_from(["marque", "verify", "--key", "k", "--jobs", "0", "img"]).is_err()
+        );
     }
 
     #[test]
     fn registry_username_needs_password() {
-        assert!(Cli::try_parse_from(["marque", "verify", "--key", "k", "--registry-username", "u", "img"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "marque",
+                "verify",
+                "--key",
+                "k",
+                "--registry-username",
+                "u",
+                "img"
+            ])
+            .is_err()
+        );
     }
 }

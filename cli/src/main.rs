@@ -4,6 +4,8 @@
 //! Exit codes: 0 ok or verified, 1 verification failed, 2 usage or
 //! operational error.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod args;
 mod cmd;
 mod output;
@@ -47,7 +49,10 @@ impl Status {
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("marque: cannot start the async runtime: {e}");

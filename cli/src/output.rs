@@ -18,7 +18,9 @@ pub(crate) fn progress(len: usize, verb: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template(&format!("{verb} {{bar:40}} {{pos}}/{{len}} {{per_sec}} eta {{eta}}")) {
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{verb} {{bar:40}} {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+    )) {
         bar.set_style(style);
     }
     bar

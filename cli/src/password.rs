@@ -18,7 +18,11 @@ pub(crate) enum Purpose {
     Create,
 }
 
-pub(crate) fn get(file: Option<&Path>, key_path: &Path, purpose: Purpose) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn get(
+    file: Option<&Path>,
+    key_path: &Path,
+    purpose: Purpose,
+) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     for var in ["MARQUE_PASSWORD", "COSIGN_PASSWORD"] {
         if let Some(v) = std::env::var_os(var) {
             return Ok(Zeroizing::new(v.into_encoded_bytes()));
@@ -26,7 +30,8 @@ pub(crate) fn get(file: Option<&Path>, key_path: &Path, purpose: Purpose) -> any
     }
     if let Some(file) = file {
         let mut bytes = Zeroizing::new(
-            std::fs::read(file).with_context(|| format!("cannot read password file {}", file.display()))?,
+            std::fs::read(file)
+                .with_context(|| format!("cannot read password file {}", file.display()))?,
         );
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
@@ -50,11 +55,15 @@ pub(crate) fn get(file: Option<&Path>, key_path: &Path, purpose: Purpose) -> any
         }
         Purpose::Create => {
             let first = Zeroizing::new(
-                rpassword::prompt_password(format!("Password for new key {}: ", key_path.display()))
-                    .context("cannot read the password from the terminal")?,
+                rpassword::prompt_password(format!(
+                    "Password for new key {}: ",
+                    key_path.display()
+                ))
+                .context("cannot read the password from the terminal")?,
             );
             let again = Zeroizing::new(
-                rpassword::prompt_password("Password again: ").context("cannot read the password from the terminal")?,
+                rpassword::prompt_password("Password again: ")
+                    .context("cannot read the password from the terminal")?,
             );
             if *first != *again {
                 bail!("the passwords do not match");

@@ -19,8 +19,23 @@ fn signed_image(prefix: &str) -> Option<Signed> {
     let digest = support::push_sample_image(addr, &repo, "v1");
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = plain_key(dir.path(), "k");
-    marque(&["sign", "--key", key.to_str().unwrap(), &format!("{addr}/{repo}@{digest}")], &[]).expect_code(0);
-    Some(Signed { addr, repo, digest, public, _dir: dir })
+    marque(
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            &format!("{addr}/{repo}@{digest}"),
+        ],
+        &[],
+    )
+    .expect_code(0);
+    Some(Signed {
+        addr,
+        repo,
+        digest,
+        public,
+        _dir: dir,
+    })
 }
 
 fn verify(s: &Signed, image: &str, extra: &[&str]) -> Out {
@@ -32,24 +47,36 @@ fn verify(s: &Signed, image: &str, extra: &[&str]) -> Out {
 
 #[test]
 fn signature_copied_to_another_digest() {
-    let Some(s) = signed_image("copy-digest") else { return };
+    let Some(s) = signed_image("copy-digest") else {
+        return;
+    };
     let other = support::push_synthetic_image(s.addr, &s.repo, "other", 7);
     let sig = get_manifest(s.addr, &s.repo, &sig_tag(&s.digest)).unwrap();
     put_manifest(s.addr, &s.repo, &sig_tag(&other), &sig);
     let out = verify(&s, &format!("{}/{}:other", s.addr, s.repo), &[]);
     out.expect_code(1);
-    assert!(out.stderr.contains(&format!("signature is for {}", s.digest)), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("signature is for {}", s.digest)),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn signature_copied_to_another_repository() {
-    let Some(s) = signed_image("copy-repo") else { return };
+    let Some(s) = signed_image("copy-repo") else {
+        return;
+    };
     let other = unique_repo("copy-repo-target");
     let digest = support::push_sample_image(s.addr, &other, "v1");
     assert_eq!(digest, s.digest);
     let sig = get_manifest(s.addr, &s.repo, &sig_tag(&s.digest)).unwrap();
     let m: serde_json::Value = serde_json::from_slice(&sig).unwrap();
-    for d in [m["config"]["digest"].as_str().unwrap(), m["layers"][0]["digest"].as_str().unwrap()] {
+    for d in [
+        m["config"]["digest"].as_str().unwrap(),
+        m["layers"][0]["digest"].as_str().unwrap(),
+    ] {
         put_blob(s.addr, &other, &get_blob(s.addr, &s.repo, d));
     }
     put_manifest(s.addr, &other, &sig_tag(&digest), &sig);
@@ -66,12 +93,19 @@ fn signature_copied_to_another_repository() {
 fn tamper(s: &Signed, f: impl FnOnce(&mut serde_json::Value)) {
     let mut m = sig_manifest(s.addr, &s.repo, &s.digest).unwrap();
     f(&mut m["layers"][0]);
-    put_manifest(s.addr, &s.repo, &sig_tag(&s.digest), &serde_json::to_vec(&m).unwrap());
+    put_manifest(
+        s.addr,
+        &s.repo,
+        &sig_tag(&s.digest),
+        &serde_json::to_vec(&m).unwrap(),
+    );
 }
 
 #[test]
 fn wrong_layer_media_type() {
-    let Some(s) = signed_image("mediatype") else { return };
+    let Some(s) = signed_image("mediatype") else {
+        return;
+    };
     tamper(&s, |l| l["mediaType"] = "application/octet-stream".into());
     let out = verify(&s, &format!("{}/{}@{}", s.addr, s.repo, s.digest), &[]);
     out.expect_code(1);
@@ -80,13 +114,19 @@ fn wrong_layer_media_type() {
 
 #[test]
 fn bad_base64_and_bad_der_signatures() {
-    let Some(s) = signed_image("badsig") else { return };
+    let Some(s) = signed_image("badsig") else {
+        return;
+    };
     let image = format!("{}/{}@{}", s.addr, s.repo, s.digest);
-    tamper(&s, |l| l["annotations"]["dev.cosignproject.cosign/signature"] = "%%% not base64 %%%".into());
+    tamper(&s, |l| {
+        l["annotations"]["dev.cosignproject.cosign/signature"] = "%%% not base64 %%%".into()
+    });
     let out = verify(&s, &image, &[]);
     out.expect_code(1);
     assert!(out.stderr.contains("not valid base64"), "{}", out.stderr);
-    tamper(&s, |l| l["annotations"]["dev.cosignproject.cosign/signature"] = "MEUCIQ==".into());
+    tamper(&s, |l| {
+        l["annotations"]["dev.cosignproject.cosign/signature"] = "MEUCIQ==".into()
+    });
     let out = verify(&s, &image, &["-o", "json"]);
     out.expect_code(1);
     assert_eq!(out.json()[0]["rejected"][0]["reason"], "no-trusted-key");
@@ -94,11 +134,14 @@ fn bad_base64_and_bad_der_signatures() {
 
 #[test]
 fn payload_digest_swapped() {
-    let Some(s) = signed_image("swap") else { return };
+    let Some(s) = signed_image("swap") else {
+        return;
+    };
     // Point the layer at another blob the registry has (the image config of
     // a different image); the signature is then over other bytes.
     let other = support::push_synthetic_image(s.addr, &s.repo, "x", 3);
-    let m: serde_json::Value = serde_json::from_slice(&get_manifest(s.addr, &s.repo, &other).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&get_manifest(s.addr, &s.repo, &other).unwrap()).unwrap();
     let (d, size) = (m["config"]["digest"].clone(), m["config"]["size"].clone());
     tamper(&s, |l| {
         l["digest"] = d;
@@ -111,9 +154,15 @@ fn payload_digest_swapped() {
 
 #[test]
 fn oversized_payload_is_not_fetched() {
-    let Some(s) = signed_image("bigpayload") else { return };
+    let Some(s) = signed_image("bigpayload") else {
+        return;
+    };
     tamper(&s, |l| l["size"] = (2u64 << 20).into());
     let out = verify(&s, &format!("{}/{}@{}", s.addr, s.repo, s.digest), &[]);
     out.expect_code(1);
-    assert!(out.stderr.contains("exceeds the 1048576-byte limit"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("exceeds the 1048576-byte limit"),
+        "{}",
+        out.stderr
+    );
 }

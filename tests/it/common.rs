@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::support;
 
@@ -19,8 +19,12 @@ pub struct Out {
 
 impl Out {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
@@ -51,7 +55,8 @@ pub fn marque_bin() -> PathBuf {
 /// A Docker config dir with no credentials, so the host's never leak in.
 fn empty_docker_config() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir")).path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
+        .path()
 }
 
 /// Runs `marque` with stdin closed and a clean password environment.
@@ -80,11 +85,19 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub fn generate_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let prefix = dir.join(name);
     marque(
-        &["key", "generate", "--output-prefix", prefix.to_str().unwrap()],
+        &[
+            "key",
+            "generate",
+            "--output-prefix",
+            prefix.to_str().unwrap(),
+        ],
         &[("MARQUE_PASSWORD", PASSWORD)],
     )
     .expect_code(0);
-    (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")))
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
 }
 
 /// A fast unencrypted PKCS#8 key pair (no scrypt), for tests that need many.
@@ -100,7 +113,11 @@ pub fn plain_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// A repository name no other test uses.
 pub fn unique_repo(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The registry shared by every test in this binary, or `None` (tests then
@@ -112,14 +129,26 @@ pub fn registry() -> Option<&'static support::Registry> {
 
 pub const OCI_MANIFEST: &str = support::OCI_MANIFEST;
 
-fn http(addr: &str, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> support::http::Response {
+fn http(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> support::http::Response {
     support::http::request(addr, method, target, headers, body)
         .unwrap_or_else(|e| panic!("{method} {target} on {addr}: {e}"))
 }
 
 /// GET a manifest by tag or digest.
 pub fn get_manifest(addr: &str, repo: &str, reference: &str) -> Option<Vec<u8>> {
-    let r = http(addr, "GET", &format!("/v2/{repo}/manifests/{reference}"), &[("Accept", OCI_MANIFEST)], b"");
+    let r = http(
+        addr,
+        "GET",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Accept", OCI_MANIFEST)],
+        b"",
+    );
     (r.status == 200).then_some(r.body)
 }
 

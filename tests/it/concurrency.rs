@@ -22,7 +22,11 @@ fn sign_concurrently(image: &str, keys: &[(std::path::PathBuf, std::path::PathBu
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "signer failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "signer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -33,7 +37,9 @@ fn sixteen_concurrent_signers_lose_nothing() {
     let repo = unique_repo("concurrent");
     let digest = support::push_sample_image(addr, &repo, "v1");
     let dir = tempfile::tempdir().unwrap();
-    let keys: Vec<_> = (0..SIGNERS).map(|i| plain_key(dir.path(), &format!("k{i}"))).collect();
+    let keys: Vec<_> = (0..SIGNERS)
+        .map(|i| plain_key(dir.path(), &format!("k{i}")))
+        .collect();
     let image = format!("{addr}/{repo}@{digest}");
     sign_concurrently(&image, &keys);
 
@@ -48,7 +54,9 @@ fn sixteen_concurrent_signers_lose_nothing() {
 #[test]
 fn concurrent_signers_on_an_oci_layout() {
     let (dir, layout) = sample_layout_copy();
-    let keys: Vec<_> = (0..8).map(|i| plain_key(dir.path(), &format!("k{i}"))).collect();
+    let keys: Vec<_> = (0..8)
+        .map(|i| plain_key(dir.path(), &format!("k{i}")))
+        .collect();
     let image = format!("oci:{}", layout.display());
     sign_concurrently(&image, &keys);
     for (_, public) in &keys {

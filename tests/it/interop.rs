@@ -27,7 +27,10 @@ fn peers() -> Option<Peers> {
 }
 
 fn run(cmd: &mut Command) -> Out {
-    let out = cmd.stdin(std::process::Stdio::null()).output().expect("run peer");
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run peer");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -96,11 +99,18 @@ fn cosign_verify_accepts_marque_signatures() {
     let (repo, digest) = p.push("to-cosign");
     let (key, public) = generate_key(p.dir.path(), "marque");
     let image = format!("{}/{repo}@{digest}", p.addr);
-    marque(&["sign", "--key", key.to_str().unwrap(), &image], &[("MARQUE_PASSWORD", PASSWORD)]).expect_code(0);
+    marque(
+        &["sign", "--key", key.to_str().unwrap(), &image],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    )
+    .expect_code(0);
     let out = p.cosign_verify(&public, &image);
     out.expect_code(0);
     let payloads: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    assert_eq!(payloads[0]["critical"]["image"]["docker-manifest-digest"], digest.as_str());
+    assert_eq!(
+        payloads[0]["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
     // And cosign rejects them with the wrong key, so the check is real.
     let (_, other) = plain_key(p.dir.path(), "other");
     assert_ne!(p.cosign_verify(&other, &image).code, 0);
@@ -117,7 +127,11 @@ fn marque_verifies_cosign_signatures_and_cosign_keys() {
     // marque signs with the cosign-generated key file, and cosign accepts it.
     let (repo, digest) = p.0.push("cosign-key");
     let image = format!("{}/{repo}@{digest}", p.0.addr);
-    marque(&["sign", "--key", p.1.to_str().unwrap(), &image], &[("COSIGN_PASSWORD", PASSWORD)]).expect_code(0);
+    marque(
+        &["sign", "--key", p.1.to_str().unwrap(), &image],
+        &[("COSIGN_PASSWORD", PASSWORD)],
+    )
+    .expect_code(0);
     p.0.cosign_verify(&p.2, &image).expect_code(0);
     marque(&["verify", "--key", p.2.to_str().unwrap(), &image], &[]).expect_code(0);
     // Both signatures on one image: cosign's and marque's, nothing lost.
@@ -128,7 +142,8 @@ fn marque_verifies_cosign_signatures_and_cosign_keys() {
 
 fn p_with_cosign_key() -> Option<(Peers, PathBuf, PathBuf)> {
     let p = peers()?;
-    p.cosign(&["generate-key-pair", "--output-key-prefix", "cosign"]).expect_code(0);
+    p.cosign(&["generate-key-pair", "--output-key-prefix", "cosign"])
+        .expect_code(0);
     let (k, pk) = (p.path("cosign.key"), p.path("cosign.pub"));
     Some((p, k, pk))
 }
@@ -143,7 +158,10 @@ fn cosign_signs_with_marque_key_files() {
     p.cosign_verify(&public, &image).expect_code(0);
     marque(&["verify", "--key", public.to_str().unwrap(), &image], &[]).expect_code(0);
     // `marque key public` prints the same public key cosign derives.
-    let out = marque(&["key", "public", "--key", key.to_str().unwrap()], &[("MARQUE_PASSWORD", PASSWORD)]);
+    let out = marque(
+        &["key", "public", "--key", key.to_str().unwrap()],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    );
     out.expect_code(0);
     assert_eq!(out.stdout, std::fs::read_to_string(&public).unwrap());
 }
@@ -157,13 +175,22 @@ fn marque_verifies_skopeo_signatures_and_signs_with_skopeo_keys() {
     peers::write_insecure_policy(&insecure);
     p.skopeo(
         &insecure,
-        &["generate-sigstore-key", "--output-prefix", p.path("skopeo").to_str().unwrap(), "--passphrase-file", pass.to_str().unwrap()],
+        &[
+            "generate-sigstore-key",
+            "--output-prefix",
+            p.path("skopeo").to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
     )
     .expect_code(0);
     let (key, public) = (p.path("skopeo.private"), p.path("skopeo.pub"));
 
     let repo = unique_repo("from-skopeo");
-    let layout = format!("oci:{}:latest", support::image::sample_layout_dir().display());
+    let layout = format!(
+        "oci:{}:latest",
+        support::image::sample_layout_dir().display()
+    );
     let dest = format!("docker://{}/{repo}:v1", p.addr);
     p.skopeo(
         &insecure,
@@ -181,17 +208,46 @@ fn marque_verifies_skopeo_signatures_and_signs_with_skopeo_keys() {
     .expect_code(0);
     // skopeo signs repo:tag; the default identity rule accepts it.
     let image = format!("{}/{repo}:v1", p.addr);
-    let out = marque(&["verify", "--key", public.to_str().unwrap(), "-o", "json", &image], &[]);
+    let out = marque(
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "-o",
+            "json",
+            &image,
+        ],
+        &[],
+    );
     out.expect_code(0);
-    let reference = &out.json()[0]["signatures"][0]["payload"]["critical"]["identity"]["docker-reference"];
+    let reference =
+        &out.json()[0]["signatures"][0]["payload"]["critical"]["identity"]["docker-reference"];
     assert_eq!(reference, &serde_json::Value::from(image.clone()));
-    marque(&["verify", "--key", public.to_str().unwrap(), "--identity", "exact", &image], &[]).expect_code(0);
+    marque(
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--identity",
+            "exact",
+            &image,
+        ],
+        &[],
+    )
+    .expect_code(0);
 
     // marque signs with skopeo's key file (label ENCRYPTED COSIGN PRIVATE KEY).
     let (repo2, digest2) = p.push("skopeo-key");
     let image2 = format!("{}/{repo2}@{digest2}", p.addr);
     marque(
-        &["sign", "--key", key.to_str().unwrap(), "--password-file", pass.to_str().unwrap(), &image2],
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--password-file",
+            pass.to_str().unwrap(),
+            &image2,
+        ],
         &[],
     )
     .expect_code(0);
@@ -205,7 +261,12 @@ fn skopeo_policy_accepts_marque_signed_and_rejects_unsigned() {
     let (signed, digest) = p.push("skopeo-pull-signed");
     let (unsigned, _) = p.push("skopeo-pull-unsigned");
     marque(
-        &["sign", "--key", key.to_str().unwrap(), &format!("{}/{signed}:v1", p.addr)],
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            &format!("{}/{signed}:v1", p.addr),
+        ],
         &[("MARQUE_PASSWORD", PASSWORD)],
     )
     .expect_code(0);
@@ -225,10 +286,20 @@ fn skopeo_policy_accepts_marque_signed_and_rejects_unsigned() {
     pull(&signed, "pulled").expect_code(0);
     let by_digest = p.skopeo(
         &policy,
-        &["copy", "--src-tls-verify=false", &format!("docker://{}/{signed}@{digest}", p.addr), &format!("dir:{}", p.path("bydigest").display())],
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/{signed}@{digest}", p.addr),
+            &format!("dir:{}", p.path("bydigest").display()),
+        ],
     );
     by_digest.expect_code(0);
     let out = pull(&unsigned, "rejected");
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("A signature was required, but no signature exists"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("A signature was required, but no signature exists"),
+        "{}",
+        out.stderr
+    );
 }

@@ -4,7 +4,11 @@
 use crate::common::*;
 
 fn fixture(name: &str) -> String {
-    crate::support::repo_root().join("keys/testdata").join(name).display().to_string()
+    crate::support::repo_root()
+        .join("keys/testdata")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -12,7 +16,10 @@ fn generate_writes_cosign_format_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = generate_key(dir.path(), "k");
     let pem = std::fs::read_to_string(&key).unwrap();
-    assert!(pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"), "{pem}");
+    assert!(
+        pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"),
+        "{pem}"
+    );
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let json = base64_decode(&body);
     let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
@@ -22,13 +29,32 @@ fn generate_writes_cosign_format_and_refuses_to_overwrite() {
     assert_eq!(doc["kdf"]["params"]["p"], 1);
     assert_eq!(doc["cipher"]["name"], "nacl/secretbox");
     use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(std::fs::read_to_string(&public).unwrap().starts_with("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"));
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&public)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE")
+    );
 
     let prefix = dir.path().join("k");
-    let out = marque(&["key", "generate", "--output-prefix", prefix.to_str().unwrap()], &[("MARQUE_PASSWORD", PASSWORD)]);
+    let out = marque(
+        &[
+            "key",
+            "generate",
+            "--output-prefix",
+            prefix.to_str().unwrap(),
+        ],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    );
     out.expect_code(2);
-    assert!(out.stderr.contains("exists") && out.stderr.contains("--force"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("exists") && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -41,13 +67,24 @@ fn ed25519_keys_sign_and_verify_a_layout() {
     let (dir, layout) = sample_layout_copy();
     let prefix = dir.path().join("ed");
     marque(
-        &["key", "generate", "--algorithm", "ed25519", "--output-prefix", prefix.to_str().unwrap()],
+        &[
+            "key",
+            "generate",
+            "--algorithm",
+            "ed25519",
+            "--output-prefix",
+            prefix.to_str().unwrap(),
+        ],
         &[("MARQUE_PASSWORD", PASSWORD)],
     )
     .expect_code(0);
     let image = format!("oci:{}", layout.display());
     let key = dir.path().join("ed.key");
-    marque(&["sign", "--key", key.to_str().unwrap(), &image], &[("MARQUE_PASSWORD", PASSWORD)]).expect_code(0);
+    marque(
+        &["sign", "--key", key.to_str().unwrap(), &image],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    )
+    .expect_code(0);
     let public = dir.path().join("ed.pub");
     marque(&["verify", "--key", public.to_str().unwrap(), &image], &[]).expect_code(0);
 }
@@ -57,17 +94,37 @@ fn public_prints_the_public_key_of_any_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = generate_key(dir.path(), "k");
     let expected = std::fs::read_to_string(&public).unwrap();
-    let out = marque(&["key", "public", "--key", key.to_str().unwrap()], &[("COSIGN_PASSWORD", PASSWORD)]);
+    let out = marque(
+        &["key", "public", "--key", key.to_str().unwrap()],
+        &[("COSIGN_PASSWORD", PASSWORD)],
+    );
     assert_eq!(out.expect_code(0).stdout, expected);
     // A password file works too, with its trailing newline dropped.
     let pw = dir.path().join("pw");
     std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    let out = marque(&["key", "public", "--key", key.to_str().unwrap(), "--password-file", pw.to_str().unwrap()], &[]);
+    let out = marque(
+        &[
+            "key",
+            "public",
+            "--key",
+            key.to_str().unwrap(),
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(out.expect_code(0).stdout, expected);
     // SEC1 and PKCS#8 PEM, and a certificate.
-    for (file, public) in [("p256-sec1.pem", "p256-sec1.pub"), ("p256-pkcs8.pem", "p256-pkcs8.pub")] {
+    for (file, public) in [
+        ("p256-sec1.pem", "p256-sec1.pub"),
+        ("p256-pkcs8.pem", "p256-pkcs8.pub"),
+    ] {
         let out = marque(&["key", "public", "--key", &fixture(file)], &[]);
-        assert_eq!(out.expect_code(0).stdout, std::fs::read_to_string(fixture(public)).unwrap(), "{file}");
+        assert_eq!(
+            out.expect_code(0).stdout,
+            std::fs::read_to_string(fixture(public)).unwrap(),
+            "{file}"
+        );
     }
     marque(&["key", "public", "--key", &fixture("p256-cert.pem")], &[]).expect_code(0);
 }
@@ -96,7 +153,11 @@ fn key_errors_are_one_line_and_name_the_file() {
     let mut pem = std::fs::read_to_string(key).unwrap();
     pem.replace_range(60..70, "!!!!!!!!!!");
     std::fs::write(&corrupt, pem).unwrap();
-    fails_naming_file(corrupt.to_str().unwrap(), &[("MARQUE_PASSWORD", PASSWORD)], "");
+    fails_naming_file(
+        corrupt.to_str().unwrap(),
+        &[("MARQUE_PASSWORD", PASSWORD)],
+        "",
+    );
     fails_naming_file(&fixture("secp256k1-pkcs8.pem"), &[], "secp256k1");
     fails_naming_file(&fixture("p521-pkcs8.pem"), &[], "");
     let missing = dir.path().join("missing.key");
@@ -108,8 +169,20 @@ fn signing_without_a_password_never_waits() {
     let (dir, layout) = sample_layout_copy();
     let (key, _) = generate_key(dir.path(), "k");
     let start = std::time::Instant::now();
-    let out = marque(&["sign", "--key", key.to_str().unwrap(), &format!("oci:{}", layout.display())], &[]);
+    let out = marque(
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            &format!("oci:{}", layout.display()),
+        ],
+        &[],
+    );
     out.expect_code(2);
-    assert!(out.stderr.contains("stdin is not a terminal"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("stdin is not a terminal"),
+        "{}",
+        out.stderr
+    );
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
 }

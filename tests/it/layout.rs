@@ -18,13 +18,20 @@ fn sign_and_verify_a_layout() {
     let (dir, layout) = sample_layout_copy();
     let (key, public) = generate_key(dir.path(), "k");
     let image = format!("oci:{}", layout.display());
-    let out = marque(&["sign", "--key", key.to_str().unwrap(), "-o", "json", &image], &[("MARQUE_PASSWORD", PASSWORD)]);
+    let out = marque(
+        &["sign", "--key", key.to_str().unwrap(), "-o", "json", &image],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    );
     out.expect_code(0);
     let digest = out.json()[0]["digest"].as_str().unwrap().to_owned();
     // Stored as in a registry: a sha256-<hex>.sig tag in index.json.
     assert!(index_tag_digest(&layout, &sig_tag(&digest)).is_some());
     let pk = public.to_str().unwrap();
-    for reference in [image.clone(), format!("{image}:latest"), format!("{image}@{digest}")] {
+    for reference in [
+        image.clone(),
+        format!("{image}:latest"),
+        format!("{image}@{digest}"),
+    ] {
         marque(&["verify", "--key", pk, &reference], &[]).expect_code(0);
     }
 }
@@ -36,17 +43,37 @@ fn tampered_layout_signature_is_rejected() {
     let image = format!("oci:{}", layout.display());
     // With an annotation the verifier below does not ask for, the payload is
     // not one it can rebuild from the image digest, so it must read the blob.
-    let out = marque(&["sign", "--key", key.to_str().unwrap(), "-a", "note=x", "-o", "json", &image], &[]);
+    let out = marque(
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "-a",
+            "note=x",
+            "-o",
+            "json",
+            &image,
+        ],
+        &[],
+    );
     let json = out.expect_code(0).json();
     let digest = json[0]["digest"].as_str().unwrap();
     let payload = json[0]["payload_digest"].as_str().unwrap();
-    let blob = layout.join("blobs/sha256").join(payload.strip_prefix("sha256:").unwrap());
+    let blob = layout
+        .join("blobs/sha256")
+        .join(payload.strip_prefix("sha256:").unwrap());
     let original = std::fs::read(&blob).unwrap();
-    let forged = String::from_utf8(original.clone()).unwrap().replace(digest, &format!("sha256:{}", "0".repeat(64)));
+    let forged = String::from_utf8(original.clone())
+        .unwrap()
+        .replace(digest, &format!("sha256:{}", "0".repeat(64)));
     std::fs::write(&blob, forged).unwrap();
     let out = marque(&["verify", "--key", public.to_str().unwrap(), &image], &[]);
     out.expect_code(1);
-    assert!(out.stderr.contains("does not match its digest"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not match its digest"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -82,9 +109,21 @@ fn garbage_and_oversized_signature_manifests() {
 fn missing_layout_is_an_operational_error() {
     let dir = tempfile::tempdir().unwrap();
     let (_, public) = plain_key(dir.path(), "k");
-    let out = marque(&["verify", "--key", public.to_str().unwrap(), &format!("oci:{}/nope", dir.path().display())], &[]);
+    let out = marque(
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            &format!("oci:{}/nope", dir.path().display()),
+        ],
+        &[],
+    );
     out.expect_code(2);
-    assert!(out.stderr.contains("not an OCI image layout"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not an OCI image layout"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// The README's first command: scripts/demo.sh signs, verifies and rejects
@@ -99,9 +138,19 @@ fn demo_script_runs() {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("both tampered copies were rejected"), "{text}");
+    assert!(
+        text.contains("both tampered copies were rejected"),
+        "{text}"
+    );
     assert!(text.contains("signature is for sha256:"), "{text}");
-    assert!(text.contains("payload blob does not match its digest"), "{text}");
+    assert!(
+        text.contains("payload blob does not match its digest"),
+        "{text}"
+    );
 }

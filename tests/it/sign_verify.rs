@@ -13,11 +13,20 @@ fn setup(prefix: &str) -> Option<(&'static str, String, String, tempfile::TempDi
 
 #[test]
 fn sign_then_verify_by_tag_and_digest() {
-    let Some((addr, repo, digest, dir)) = setup("roundtrip") else { return };
+    let Some((addr, repo, digest, dir)) = setup("roundtrip") else {
+        return;
+    };
     let (key, public) = generate_key(dir.path(), "release");
     let image = format!("{addr}/{repo}:v1");
     let out = marque(
-        &["sign", "--key", key.to_str().unwrap(), "--output", "json", &image],
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--output",
+            "json",
+            &image,
+        ],
         &[("MARQUE_PASSWORD", PASSWORD)],
     );
     out.expect_code(0);
@@ -30,7 +39,10 @@ fn sign_then_verify_by_tag_and_digest() {
     let m = sig_manifest(addr, &repo, &digest).expect("signature manifest");
     assert_eq!(m["layers"].as_array().unwrap().len(), 1);
     let layer = &m["layers"][0];
-    assert_eq!(layer["mediaType"], "application/vnd.dev.cosign.simplesigning.v1+json");
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
     assert!(layer["annotations"]["dev.cosignproject.cosign/signature"].is_string());
     let payload = get_blob(addr, &repo, layer["digest"].as_str().unwrap());
     assert_eq!(
@@ -41,7 +53,17 @@ fn sign_then_verify_by_tag_and_digest() {
     );
 
     for reference in [image.clone(), format!("{addr}/{repo}@{digest}")] {
-        let out = marque(&["verify", "--key", public.to_str().unwrap(), "-o", "json", &reference], &[]);
+        let out = marque(
+            &[
+                "verify",
+                "--key",
+                public.to_str().unwrap(),
+                "-o",
+                "json",
+                &reference,
+            ],
+            &[],
+        );
         out.expect_code(0);
         let json = out.json();
         assert_eq!(json[0]["verified"], true);
@@ -49,38 +71,67 @@ fn sign_then_verify_by_tag_and_digest() {
         let sigs = json[0]["signatures"].as_array().expect("signatures");
         assert_eq!(sigs.len(), 1);
         assert!(sigs[0]["key_id"].as_str().unwrap().starts_with("sha256:"));
-        assert_eq!(sigs[0]["payload"]["critical"]["image"]["docker-manifest-digest"], digest.as_str());
+        assert_eq!(
+            sigs[0]["payload"]["critical"]["image"]["docker-manifest-digest"],
+            digest.as_str()
+        );
         assert!(out.stderr.contains("Verified"), "{}", out.stderr);
     }
 }
 
 #[test]
 fn wrong_key_and_unsigned_image_fail_with_exit_1() {
-    let Some((addr, repo, _digest, dir)) = setup("wrongkey") else { return };
+    let Some((addr, repo, _digest, dir)) = setup("wrongkey") else {
+        return;
+    };
     let (key, _) = plain_key(dir.path(), "signer");
     let (_, other_pub) = plain_key(dir.path(), "other");
     let image = format!("{addr}/{repo}:v1");
     marque(&["sign", "--key", key.to_str().unwrap(), &image], &[]).expect_code(0);
-    let out = marque(&["verify", "--key", other_pub.to_str().unwrap(), &image], &[]);
+    let out = marque(
+        &["verify", "--key", other_pub.to_str().unwrap(), &image],
+        &[],
+    );
     out.expect_code(1);
-    assert!(out.stderr.contains("does not verify with any given key"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not verify with any given key"),
+        "{}",
+        out.stderr
+    );
 
     let unsigned = unique_repo("unsigned");
     support::push_sample_image(addr, &unsigned, "v1");
-    let out = marque(&["verify", "--key", other_pub.to_str().unwrap(), &format!("{addr}/{unsigned}:v1")], &[]);
+    let out = marque(
+        &[
+            "verify",
+            "--key",
+            other_pub.to_str().unwrap(),
+            &format!("{addr}/{unsigned}:v1"),
+        ],
+        &[],
+    );
     out.expect_code(1);
     assert!(out.stderr.contains("no signatures found"), "{}", out.stderr);
 }
 
 #[test]
 fn several_keys_any_one_may_verify() {
-    let Some((addr, repo, _digest, dir)) = setup("anykey") else { return };
+    let Some((addr, repo, _digest, dir)) = setup("anykey") else {
+        return;
+    };
     let (key, public) = plain_key(dir.path(), "signer");
     let (_, other_pub) = plain_key(dir.path(), "other");
     let image = format!("{addr}/{repo}:v1");
     marque(&["sign", "--key", key.to_str().unwrap(), &image], &[]).expect_code(0);
     marque(
-        &["verify", "--key", other_pub.to_str().unwrap(), "--key", public.to_str().unwrap(), &image],
+        &[
+            "verify",
+            "--key",
+            other_pub.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+            &image,
+        ],
         &[],
     )
     .expect_code(0);
@@ -88,13 +139,39 @@ fn several_keys_any_one_may_verify() {
 
 #[test]
 fn annotations_are_signed_and_required() {
-    let Some((addr, repo, digest, dir)) = setup("annot") else { return };
+    let Some((addr, repo, digest, dir)) = setup("annot") else {
+        return;
+    };
     let (key, public) = plain_key(dir.path(), "signer");
     let image = format!("{addr}/{repo}@{digest}");
-    marque(&["sign", "--key", key.to_str().unwrap(), "-a", "git-sha=abc", "-a", "env=prod", &image], &[])
-        .expect_code(0);
+    marque(
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "-a",
+            "git-sha=abc",
+            "-a",
+            "env=prod",
+            &image,
+        ],
+        &[],
+    )
+    .expect_code(0);
     let pk = public.to_str().unwrap();
-    let out = marque(&["verify", "--key", pk, "-a", "git-sha=abc", "-o", "json", &image], &[]);
+    let out = marque(
+        &[
+            "verify",
+            "--key",
+            pk,
+            "-a",
+            "git-sha=abc",
+            "-o",
+            "json",
+            &image,
+        ],
+        &[],
+    );
     out.expect_code(0);
     assert_eq!(out.json()[0]["verified"], true);
     let out = marque(&["verify", "--key", pk, "-a", "git-sha=def", &image], &[]);
@@ -105,20 +182,33 @@ fn annotations_are_signed_and_required() {
 
 #[test]
 fn appending_keeps_other_signatures_and_skips_duplicates() {
-    let Some((addr, repo, digest, dir)) = setup("append") else { return };
+    let Some((addr, repo, digest, dir)) = setup("append") else {
+        return;
+    };
     let (k1, p1) = plain_key(dir.path(), "one");
     let (k2, p2) = plain_key(dir.path(), "two");
     let image = format!("{addr}/{repo}:v1");
     marque(&["sign", "--key", k1.to_str().unwrap(), &image], &[]).expect_code(0);
     marque(&["sign", "--key", k2.to_str().unwrap(), &image], &[]).expect_code(0);
-    let out = marque(&["sign", "--key", k1.to_str().unwrap(), "-o", "json", &image], &[]);
+    let out = marque(
+        &["sign", "--key", k1.to_str().unwrap(), "-o", "json", &image],
+        &[],
+    );
     out.expect_code(0);
-    assert_eq!(out.json()[0]["appended"], false, "same key and payload must not add a layer");
+    assert_eq!(
+        out.json()[0]["appended"],
+        false,
+        "same key and payload must not add a layer"
+    );
     let m = sig_manifest(addr, &repo, &digest).unwrap();
     assert_eq!(m["layers"].as_array().unwrap().len(), 2);
     // The config lists one diff_id per layer, in order, as cosign writes it.
-    let config: serde_json::Value =
-        serde_json::from_slice(&get_blob(addr, &repo, m["config"]["digest"].as_str().unwrap())).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&get_blob(
+        addr,
+        &repo,
+        m["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
     for p in [&p1, &p2] {
         marque(&["verify", "--key", p.to_str().unwrap(), &image], &[]).expect_code(0);
@@ -138,7 +228,15 @@ fn signing_several_images_in_one_call() {
             format!("{addr}/{repo}:t{n}")
         })
         .collect();
-    let mut args = vec!["sign", "--key", key.to_str().unwrap(), "--jobs", "3", "-o", "json"];
+    let mut args = vec![
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--jobs",
+        "3",
+        "-o",
+        "json",
+    ];
     args.extend(images.iter().map(String::as_str));
     let out = marque(&args, &[]);
     out.expect_code(0);
@@ -148,8 +246,18 @@ fn signing_several_images_in_one_call() {
     args.extend(images.iter().map(String::as_str));
     let out = marque(&args, &[]);
     out.expect_code(0);
-    assert!(out.json().as_array().unwrap().iter().all(|e| e["verified"] == true));
-    assert!(out.stderr.contains("6 of 6 images verified"), "{}", out.stderr);
+    assert!(
+        out.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["verified"] == true)
+    );
+    assert!(
+        out.stderr.contains("6 of 6 images verified"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -158,7 +266,14 @@ fn unreachable_registry_is_an_operational_error() {
     let (_, public) = plain_key(dir.path(), "k");
     // Port 9 on loopback: nothing listens, so the connection is refused.
     let out = marque(
-        &["verify", "--key", public.to_str().unwrap(), "--timeout", "5", "127.0.0.1:9/nothing/here:v1"],
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--timeout",
+            "5",
+            "127.0.0.1:9/nothing/here:v1",
+        ],
         &[],
     );
     out.expect_code(2);

@@ -10,6 +10,8 @@
 //! This crate does not read key files or prompt for passwords; that is
 //! `marque-keys` and the CLI.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod artifact;
 pub mod digest;
 pub mod reference;

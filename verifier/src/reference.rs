@@ -134,27 +134,26 @@ impl RegistryRef {
         if input.len() > 4096 {
             return Err(bad("reference is longer than 4096 characters"));
         }
-        let (rest, digest) = match input.split_once('@') {
-            Some((rest, d)) => (
-                rest,
-                Some(d.parse::<Digest>().map_err(|_| {
-                    bad("the digest must be sha256:<64 lowercase hex characters>")
-                })?),
-            ),
-            None => (input, None),
-        };
+        let (rest, digest) =
+            match input.split_once('@') {
+                Some((rest, d)) => (
+                    rest,
+                    Some(d.parse::<Digest>().map_err(|_| {
+                        bad("the digest must be sha256:<64 lowercase hex characters>")
+                    })?),
+                ),
+                None => (input, None),
+            };
         // A tag is a ':' after the last '/', so "host:5000/repo" has none.
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match rest[last_slash..].rfind(':') {
             Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
             None => (rest, None),
         };
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
-                return Err(bad(
-                    "a tag is 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                ));
-            }
+        if tag.is_some_and(|t| !valid_tag(t)) {
+            return Err(bad(
+                "a tag is 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
+            ));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, remainder))
@@ -437,7 +436,10 @@ mod tests {
             "a..b",
             "host/repo:tag:tag",
         ] {
-            assert!(RegistryRef::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                RegistryRef::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
@@ -450,7 +452,9 @@ mod tests {
         assert_eq!(l.path, PathBuf::from("testdata/sample-image"));
         assert_eq!(l.tag, None);
         assert_eq!(l.identity(), "oci:sample-image");
-        let ImageRef::Layout(l) = ImageRef::parse("oci:/tmp/x:v2").unwrap() else { panic!() };
+        let ImageRef::Layout(l) = ImageRef::parse("oci:/tmp/x:v2").unwrap() else {
+            panic!()
+        };
         assert_eq!(l.tag.as_deref(), Some("v2"));
         let ImageRef::Layout(l) = ImageRef::parse(&format!("oci:/tmp/x@{d}")).unwrap() else {
             panic!()

@@ -202,10 +202,9 @@ impl Append {
             if self.writes == 0 {
                 // Same key, same payload already there: keep that signature
                 // rather than adding a second, randomised one.
-                if let Some(prior) = existing
-                    .iter()
-                    .find(|l| is_same_signer(l, &self.payload_digest, &self.payload, &self.public_key))
-                {
+                if let Some(prior) = existing.iter().find(|l| {
+                    is_same_signer(l, &self.payload_digest, &self.payload, &self.public_key)
+                }) {
                     self.signature = prior.annotations[SIGNATURE_ANNOTATION].clone();
                     self.appended = false;
                 }
@@ -226,7 +225,9 @@ impl Append {
                 });
             }
             // Another signer of the same payload may have uploaded it.
-            let payload_present = existing.iter().any(|l| l.digest_str == self.payload_digest.as_str());
+            let payload_present = existing
+                .iter()
+                .any(|l| l.digest_str == self.payload_digest.as_str());
             if !self.payload_uploaded && !payload_present {
                 self.repo.push_blob(self.payload.clone()).await?;
                 self.payload_uploaded = true;
@@ -237,7 +238,9 @@ impl Append {
             self.appended = true;
             let (manifest_bytes, check) = match fresh.take() {
                 // The tag did not exist a moment ago: our read was the check.
-                Some(bytes) if existing.is_empty() && current.is_none() => (bytes, TagCheck::JustRead),
+                Some(bytes) if existing.is_empty() && current.is_none() => {
+                    (bytes, TagCheck::JustRead)
+                }
                 _ => {
                     let mut layers = existing;
                     layers.push(self.layer.clone());
@@ -250,7 +253,13 @@ impl Append {
             let write_start = Instant::now();
             match self
                 .repo
-                .replace_tag(&self.tag, current.as_ref(), check, manifest_bytes, OCI_MANIFEST)
+                .replace_tag(
+                    &self.tag,
+                    current.as_ref(),
+                    check,
+                    manifest_bytes,
+                    OCI_MANIFEST,
+                )
                 .await
             {
                 // Atomic (OCI layout): nobody can have overwritten it.
@@ -269,7 +278,11 @@ impl Append {
                 // image uploads the same payload and, for the same layer
                 // count, the same config) can make distribution briefly
                 // report a blob it just received as unknown. Upload again.
-                Err(RegistryError::Status { status: 400, ref body, .. }) if body.contains("BLOB_UNKNOWN") => {
+                Err(RegistryError::Status {
+                    status: 400,
+                    ref body,
+                    ..
+                }) if body.contains("BLOB_UNKNOWN") => {
                     tracing::debug!(tag = %self.tag, "registry lost a blob under concurrent upload; retrying");
                     self.payload_uploaded = false;
                     tokio::time::sleep(jitter(self.window * 2)).await;
@@ -301,7 +314,10 @@ impl Append {
 }
 
 /// The digest and layers of the signature manifest under `tag`, or none.
-async fn read_layers(repo: &Repository, tag: &str) -> Result<(Option<Digest>, Vec<Descriptor>), SignError> {
+async fn read_layers(
+    repo: &Repository,
+    tag: &str,
+) -> Result<(Option<Digest>, Vec<Descriptor>), SignError> {
     let Some(found) = repo.fetch_manifest(ManifestRef::Tag(tag)).await? else {
         return Ok((None, Vec::new()));
     };
@@ -318,7 +334,8 @@ fn is_same_signer(
     payload: &[u8],
     key: &marque_keys::PublicKey,
 ) -> bool {
-    if layer.digest_str != payload_digest.as_str() || layer.media_type != simple_signing::MEDIA_TYPE {
+    if layer.digest_str != payload_digest.as_str() || layer.media_type != simple_signing::MEDIA_TYPE
+    {
         return false;
     }
     let Some(sig) = layer.annotations.get(SIGNATURE_ANNOTATION) else {

@@ -128,17 +128,27 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::WrongMediaType { media_type } => {
-                write!(f, "layer media type is {media_type:?}, not {}", simple_signing::MEDIA_TYPE)
+                write!(
+                    f,
+                    "layer media type is {media_type:?}, not {}",
+                    simple_signing::MEDIA_TYPE
+                )
             }
             Rejection::BadDescriptor => f.write_str("layer digest is not a sha256 digest"),
             Rejection::PayloadTooLarge { size, limit } => {
                 write!(f, "payload of {size} bytes exceeds the {limit}-byte limit")
             }
-            Rejection::PayloadDigestMismatch => f.write_str("payload blob does not match its digest"),
-            Rejection::PayloadSizeMismatch => f.write_str("payload blob size differs from the descriptor"),
+            Rejection::PayloadDigestMismatch => {
+                f.write_str("payload blob does not match its digest")
+            }
+            Rejection::PayloadSizeMismatch => {
+                f.write_str("payload blob size differs from the descriptor")
+            }
             Rejection::PayloadMissing => f.write_str("payload blob is missing from the registry"),
             Rejection::NoSignature => write!(f, "layer has no {SIGNATURE_ANNOTATION} annotation"),
-            Rejection::BadSignatureEncoding => f.write_str("signature annotation is not valid base64"),
+            Rejection::BadSignatureEncoding => {
+                f.write_str("signature annotation is not valid base64")
+            }
             Rejection::NoTrustedKey => f.write_str("signature does not verify with any given key"),
             Rejection::MalformedPayload { detail } => write!(f, "payload is malformed: {detail}"),
             Rejection::WrongType { found } => write!(
@@ -152,7 +162,11 @@ impl fmt::Display for Rejection {
             Rejection::IdentityMismatch { signed, expected } => {
                 write!(f, "signature is for {signed:?}, expected {expected:?}")
             }
-            Rejection::AnnotationMismatch { key, expected, found } => match found {
+            Rejection::AnnotationMismatch {
+                key,
+                expected,
+                found,
+            } => match found {
                 Some(v) => write!(f, "annotation {key}={v:?}, required {expected:?}"),
                 None => write!(f, "annotation {key} is missing, required {expected:?}"),
             },
@@ -313,7 +327,11 @@ async fn fetch_payload(
 /// The payloads a cosign-style signer writes for `image` at `digest`: no
 /// annotations, and the required annotations only. Used to skip fetching a
 /// payload whose digest shows it is one of these.
-fn expected_payloads(image: &ImageRef, digest: &Digest, req: &Requirements) -> Vec<(Digest, Vec<u8>)> {
+fn expected_payloads(
+    image: &ImageRef,
+    digest: &Digest,
+    req: &Requirements,
+) -> Vec<(Digest, Vec<u8>)> {
     let identity = image.identity();
     let mut out = Vec::with_capacity(2);
     for annotations in [&BTreeMap::new(), &req.annotations] {
@@ -370,7 +388,11 @@ pub fn check_layer(
             signed: parsed.critical.image.docker_manifest_digest,
         });
     }
-    check_identity(&parsed.critical.identity.docker_reference, image, req.identity)?;
+    check_identity(
+        &parsed.critical.identity.docker_reference,
+        image,
+        req.identity,
+    )?;
     for (k, expected) in &req.annotations {
         let found = parsed
             .optional
@@ -424,14 +446,215 @@ fn check_identity(signed: &str, image: &ImageRef, rule: IdentityMatch) -> Result
                 Some(rest) => rest.starts_with(':') && !rest[1..].contains('/'),
                 None => false,
             };
-            if repo { Ok(()) } else { Err(mismatch(expected)) }
+            if repo {
+                Ok(())
+            } else {
+                Err(mismatch(expected))
+            }
         }
         (IdentityMatch::Exact, ImageRef::Layout(l)) => {
             let expected = match &l.tag {
                 Some(t) => format!("{}:{t}", image.identity()),
                 None => image.identity(),
             };
-            if signed == expected { Ok(()) } else { Err(mismatch(expected)) }
+            if signed == expected {
+                Ok(())
+            } else {
+                Err(mismatch(expected))
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marque_keys::{Algorithm, SigningKey};
+
+    struct Case {
+        key: SigningKey,
+        digest: Digest,
+    }
+
+    fn case() -> Case {
+        Case {
+            key: SigningKey::generate(Algorithm::EcdsaP256Sha256).unwrap(),
+            digest: Digest::of(b"image manifest"),
+        }
+    }
+
+    fn req(keys: Vec<PublicKey>, identity: IdentityMatch) -> Requirements {
+        Requirements {
+            keys,
+            identity,
+            annotations: BTreeMap::new(),
+            max_payload_bytes: 1 << 20,
+            max_signatures: 1000,
+        }
+    }
+
+    fn layer(payload: &[u8], sig: &[u8]) -> Descriptor {
+        let mut l = Descriptor::for_bytes(simple_signing::MEDIA_TYPE, payload);
+        l.annotations.insert(
+            SIGNATURE_ANNOTATION.to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(sig),
+        );
+        l
+    }
+
+    fn check(
+        c: &Case,
+        identity_in_payload: &str,
+        image: &str,
+        rule: IdentityMatch,
+    ) -> Result<VerifiedSignature, Rejection> {
+        let payload = simple_signing::build(identity_in_payload, &c.digest, &BTreeMap::new());
+        let l = layer(&payload, &c.key.sign(&payload).unwrap());
+        let image = ImageRef::parse(image).unwrap();
+        check_layer(
+            &l,
+            &payload,
+            &c.digest,
+            &image,
+            &req(vec![c.key.public_key().clone()], rule),
+        )
+    }
+
+    #[test]
+    fn identity_rules() {
+        let c = case();
+        let repo = IdentityMatch::Repository;
+        let exact = IdentityMatch::Exact;
+        // cosign writes the repository; skopeo writes repository:tag.
+        assert!(check(&c, "reg.io/team/app", "reg.io/team/app:v1", repo).is_ok());
+        assert!(check(&c, "reg.io/team/app:v1", "reg.io/team/app:v1", repo).is_ok());
+        assert!(check(&c, "reg.io/team/app:v2", "reg.io/team/app:v1", repo).is_ok());
+        // Docker Hub spellings compare equal.
+        assert!(check(&c, "index.docker.io/library/alpine", "alpine", repo).is_ok());
+        assert!(check(&c, "docker.io/library/alpine", "alpine:3", repo).is_ok());
+        // Another repository or registry is refused.
+        assert!(matches!(
+            check(&c, "reg.io/team/other", "reg.io/team/app", repo),
+            Err(Rejection::IdentityMismatch { .. })
+        ));
+        assert!(matches!(
+            check(&c, "evil.io/team/app", "reg.io/team/app", repo),
+            Err(Rejection::IdentityMismatch { .. })
+        ));
+        assert!(matches!(
+            check(&c, "not a reference", "reg.io/team/app", repo),
+            Err(Rejection::IdentityMismatch { .. })
+        ));
+        // Exact needs the tag too.
+        assert!(check(&c, "reg.io/team/app:v1", "reg.io/team/app:v1", exact).is_ok());
+        assert!(check(&c, "reg.io/team/app:v2", "reg.io/team/app:v1", exact).is_err());
+        assert!(check(&c, "reg.io/team/app", "reg.io/team/app:v1", exact).is_err());
+        assert!(check(&c, "anything", "reg.io/team/app", IdentityMatch::Any).is_ok());
+        // Layouts: the directory name.
+        assert!(check(&c, "oci:sample", "oci:/x/sample", repo).is_ok());
+        assert!(check(&c, "oci:sample:latest", "oci:/x/sample", repo).is_ok());
+        assert!(check(&c, "oci:samplex", "oci:/x/sample", repo).is_err());
+    }
+
+    #[test]
+    fn each_check_rejects_with_its_reason() {
+        let c = case();
+        let image = ImageRef::parse("reg.io/app").unwrap();
+        let r = req(vec![c.key.public_key().clone()], IdentityMatch::Repository);
+        let payload = simple_signing::build("reg.io/app", &c.digest, &BTreeMap::new());
+        let sig = c.key.sign(&payload).unwrap();
+        assert!(check_layer(&layer(&payload, &sig), &payload, &c.digest, &image, &r).is_ok());
+
+        // Another key.
+        let other = SigningKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        let r_other = req(vec![other.public_key().clone()], IdentityMatch::Repository);
+        assert_eq!(
+            check_layer(
+                &layer(&payload, &sig),
+                &payload,
+                &c.digest,
+                &image,
+                &r_other
+            )
+            .unwrap_err(),
+            Rejection::NoTrustedKey
+        );
+        // Bytes that are not the layer's.
+        let mut tampered = payload.clone();
+        tampered[0] = b' ';
+        assert_eq!(
+            check_layer(&layer(&payload, &sig), &tampered, &c.digest, &image, &r).unwrap_err(),
+            Rejection::PayloadDigestMismatch
+        );
+        // Signature for another digest.
+        let other_digest = Digest::of(b"other");
+        assert!(matches!(
+            check_layer(&layer(&payload, &sig), &payload, &other_digest, &image, &r),
+            Err(Rejection::DigestMismatch { .. })
+        ));
+        // Missing and broken signatures.
+        let mut l = layer(&payload, &sig);
+        l.annotations.clear();
+        assert_eq!(
+            check_layer(&l, &payload, &c.digest, &image, &r).unwrap_err(),
+            Rejection::NoSignature
+        );
+        l.annotations
+            .insert(SIGNATURE_ANNOTATION.to_owned(), "***".to_owned());
+        assert_eq!(
+            check_layer(&l, &payload, &c.digest, &image, &r).unwrap_err(),
+            Rejection::BadSignatureEncoding
+        );
+        // A validly signed payload of the wrong type.
+        let wrong_type = String::from_utf8(payload.clone()).unwrap().replace(
+            "cosign container image signature",
+            "atomic container signature",
+        );
+        let sig2 = c.key.sign(wrong_type.as_bytes()).unwrap();
+        assert!(matches!(
+            check_layer(
+                &layer(wrong_type.as_bytes(), &sig2),
+                wrong_type.as_bytes(),
+                &c.digest,
+                &image,
+                &r
+            ),
+            Err(Rejection::WrongType { .. })
+        ));
+        // A validly signed document that is not a payload at all.
+        let junk = b"[1,2,3]";
+        let sig3 = c.key.sign(junk).unwrap();
+        assert!(matches!(
+            check_layer(&layer(junk, &sig3), junk, &c.digest, &image, &r),
+            Err(Rejection::MalformedPayload { .. })
+        ));
+    }
+
+    #[test]
+    fn required_annotations() {
+        let c = case();
+        let image = ImageRef::parse("reg.io/app").unwrap();
+        let mut annotations = BTreeMap::new();
+        annotations.insert("sha".to_owned(), "abc".to_owned());
+        let payload = simple_signing::build("reg.io/app", &c.digest, &annotations);
+        let sig = c.key.sign(&payload).unwrap();
+        let mut r = req(vec![c.key.public_key().clone()], IdentityMatch::Repository);
+        r.annotations = annotations.clone();
+        assert!(check_layer(&layer(&payload, &sig), &payload, &c.digest, &image, &r).is_ok());
+        r.annotations.insert("sha".to_owned(), "def".to_owned());
+        assert!(matches!(
+            check_layer(&layer(&payload, &sig), &payload, &c.digest, &image, &r),
+            Err(Rejection::AnnotationMismatch { found: Some(_), .. })
+        ));
+        r.annotations.insert("missing".to_owned(), "x".to_owned());
+        r.annotations.remove("sha");
+        assert!(matches!(
+            check_layer(&layer(&payload, &sig), &payload, &c.digest, &image, &r),
+            Err(Rejection::AnnotationMismatch { found: None, .. })
+        ));
+        // The shortcut knows both payload forms for this image.
+        let expected = expected_payloads(&image, &c.digest, &r);
+        assert_eq!(expected.len(), 2);
+        assert!(expected.iter().all(|(d, b)| d.matches(b)));
     }
 }

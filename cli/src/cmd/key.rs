@@ -25,11 +25,22 @@ pub(super) fn generate(args: KeyGenerateArgs) -> anyhow::Result<Status> {
         KeyAlgorithm::EcdsaP256 => Algorithm::EcdsaP256Sha256,
         KeyAlgorithm::Ed25519 => Algorithm::Ed25519,
     };
-    let password = password::get(args.password.password_file.as_deref(), &key_path, Purpose::Create)?;
+    let password = password::get(
+        args.password.password_file.as_deref(),
+        &key_path,
+        Purpose::Create,
+    )?;
     let key = SigningKey::generate(algorithm).context("cannot generate a key")?;
-    let pem = key.to_cosign_pem(&password).context("cannot encrypt the key")?;
+    let pem = key
+        .to_cosign_pem(&password)
+        .context("cannot encrypt the key")?;
     write_file(&key_path, pem.as_bytes(), 0o600, args.force)?;
-    write_file(&pub_path, key.public_key().to_pem().as_bytes(), 0o644, args.force)?;
+    write_file(
+        &pub_path,
+        key.public_key().to_pem().as_bytes(),
+        0o644,
+        args.force,
+    )?;
     eprintln!(
         "Wrote {} (private, encrypted) and {} ({}, key id {}).",
         key_path.display(),
@@ -68,7 +79,9 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> anyhow::
     } else {
         options.create_new(true);
     }
-    let mut f = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))

@@ -39,19 +39,31 @@ fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
 
 fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     // Key files are small; refuse anything absurd rather than read it all.
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
     if meta.len() > 1 << 20 {
-        anyhow::bail!("{what} {} is larger than 1 MiB; is it the right file?", path.display());
+        anyhow::bail!(
+            "{what} {} is larger than 1 MiB; is it the right file?",
+            path.display()
+        );
     }
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
 /// Loads a private key, asking for its password only if it is encrypted.
-fn load_signing_key(path: &Path, password_file: Option<&Path>) -> anyhow::Result<marque_keys::SigningKey> {
+fn load_signing_key(
+    path: &Path,
+    password_file: Option<&Path>,
+) -> anyhow::Result<marque_keys::SigningKey> {
     let data = read_file(path, "key file")?;
-    let file = marque_keys::PrivateKeyFile::parse(&data).with_context(|| path.display().to_string())?;
+    let file =
+        marque_keys::PrivateKeyFile::parse(&data).with_context(|| path.display().to_string())?;
     let password = if file.needs_password() {
-        Some(crate::password::get(password_file, path, crate::password::Purpose::Unlock)?)
+        Some(crate::password::get(
+            password_file,
+            path,
+            crate::password::Purpose::Unlock,
+        )?)
     } else {
         None
     };

@@ -30,7 +30,7 @@ const CONFIRM_JOBS: usize = 256;
 
 enum Written {
     Done(Signed),
-    Pending(Append),
+    Pending(Box<Append>),
 }
 
 fn entry(image: &ImageRef, r: Result<Signed, String>, bar: &indicatif::ProgressBar) -> Entry {
@@ -39,7 +39,11 @@ fn entry(image: &ImageRef, r: Result<Signed, String>, bar: &indicatif::ProgressB
             bar.suspend(|| {
                 eprintln!(
                     "{} {} ({})",
-                    if s.appended { "Signed" } else { "Already signed" },
+                    if s.appended {
+                        "Signed"
+                    } else {
+                        "Already signed"
+                    },
                     s.image,
                     s.signature_tag
                 )
@@ -89,10 +93,11 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
             async move {
                 let repo = client.repository(image);
                 let r = async {
-                    let mut append = Append::start(repo, image, key, annotations, max_signatures).await?;
+                    let mut append =
+                        Append::start(repo, image, key, annotations, max_signatures).await?;
                     Ok::<_, SignError>(match append.write().await? {
                         Some(done) => Written::Done(done),
-                        None => Written::Pending(append),
+                        None => Written::Pending(Box::new(append)),
                     })
                 }
                 .await;
@@ -109,7 +114,9 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
             async move {
                 let r = match written {
                     Ok(Written::Done(s)) => Ok(s),
-                    Ok(Written::Pending(append)) => append.confirm().await.map_err(|e| e.to_string()),
+                    Ok(Written::Pending(append)) => {
+                        append.confirm().await.map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(e),
                 };
                 entry(image, r, bar)
@@ -122,10 +129,18 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
 
     let failed = results.iter().filter(|e| e.error.is_some()).count();
     if images.len() > 1 {
-        eprintln!("{} of {} images signed.", results.len() - failed, results.len());
+        eprintln!(
+            "{} of {} images signed.",
+            results.len() - failed,
+            results.len()
+        );
     }
     if args.output == OutputFormat::Json {
         crate::output::print_json(&results)?;
     }
-    Ok(if failed > 0 { Status::Error } else { Status::Ok })
+    Ok(if failed > 0 {
+        Status::Error
+    } else {
+        Status::Ok
+    })
 }

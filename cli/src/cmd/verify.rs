@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use marque_keys::PublicKey;
 use marque_verifier::ImageRef;
-use marque_verifier::verify::{IdentityMatch, LayerRejection, Report, Requirements, VerifiedSignature};
+use marque_verifier::verify::{
+    IdentityMatch, LayerRejection, Report, Requirements, VerifiedSignature,
+};
 use serde::Serialize;
 
 use crate::Status;
@@ -66,7 +68,9 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
     let mut keys = Vec::with_capacity(args.key.len());
     for path in &args.key {
         let data = super::read_file(path, "public key")?;
-        let key = PublicKey::from_pem(&data).with_context(|| format!("{}: not a usable public key or certificate", path.display()))?;
+        let key = PublicKey::from_pem(&data).with_context(|| {
+            format!("{}: not a usable public key or certificate", path.display())
+        })?;
         keys.push(key);
     }
     let client = super::registry_client(&args.registry)?;
@@ -95,10 +99,19 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
                         let verified = report.is_verified();
                         bar.suspend(|| {
                             if verified {
-                                let keys: Vec<&str> = report.verified.iter().map(|v| v.key_id.as_str()).collect();
-                                eprintln!("Verified {} (key {})", image.with_digest(report.digest.clone()), keys.join(", "));
+                                let keys: Vec<&str> =
+                                    report.verified.iter().map(|v| v.key_id.as_str()).collect();
+                                eprintln!(
+                                    "Verified {} (key {})",
+                                    image.with_digest(report.digest.clone()),
+                                    keys.join(", ")
+                                );
                             } else {
-                                eprintln!("FAILED {}: {}", image.with_digest(report.digest.clone()), report.failure_summary());
+                                eprintln!(
+                                    "FAILED {}: {}",
+                                    image.with_digest(report.digest.clone()),
+                                    report.failure_summary()
+                                );
                             }
                         });
                         Entry::from_report(report)

@@ -136,7 +136,10 @@ pub fn signature_manifest(layers: Vec<Descriptor>) -> BuiltManifest {
     let config = Config {
         architecture: "",
         created: ZERO_TIME,
-        history: layers.iter().map(|_| History { created: ZERO_TIME }).collect(),
+        history: layers
+            .iter()
+            .map(|_| History { created: ZERO_TIME })
+            .collect(),
         os: "",
         rootfs: RootFs {
             kind: "layers",
@@ -194,9 +197,14 @@ mod tests {
             ImageManifest::parse(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","config":{"mediaType":"a","size":1,"digest":"d"}}"#),
             Err(ManifestError::MediaType(_))
         ));
-        assert!(matches!(ImageManifest::parse(b"\xff\x00"), Err(ManifestError::Malformed(_))));
         assert!(matches!(
-            ImageManifest::parse(br#"{"schemaVersion":1,"config":{"mediaType":"a","size":1,"digest":"d"}}"#),
+            ImageManifest::parse(b"\xff\x00"),
+            Err(ManifestError::Malformed(_))
+        ));
+        assert!(matches!(
+            ImageManifest::parse(
+                br#"{"schemaVersion":1,"config":{"mediaType":"a","size":1,"digest":"d"}}"#
+            ),
             Err(ManifestError::SchemaVersion(1))
         ));
     }

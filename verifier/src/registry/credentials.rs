@@ -90,15 +90,13 @@ async fn lookup(
     if let Some(helper) = config.cred_helpers.get(registry) {
         return run_helper(helper, &server, helper_dir).await;
     }
-    if let Some(entry) = config
+    let entry = config
         .auths
         .iter()
         .find(|(k, _)| normalize(k) == normalize(&server))
-        .map(|(_, v)| v)
-    {
-        if let Some(c) = decode_entry(entry, &path)? {
-            return Ok(Some(c));
-        }
+        .map(|(_, v)| v);
+    if let Some(c) = entry.map(|e| decode_entry(e, &path)).transpose()?.flatten() {
+        return Ok(Some(c));
     }
     if let Some(store) = &config.creds_store {
         return run_helper(store, &server, helper_dir).await;
@@ -133,7 +131,12 @@ fn decode_entry(entry: &AuthEntry, path: &Path) -> Result<Option<Credentials>, R
     let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) else {
         return Ok(None);
     };
-    let bad = || RegistryError::Protocol(format!("{}: an \"auth\" entry is not base64 of user:password", path.display()));
+    let bad = || {
+        RegistryError::Protocol(format!(
+            "{}: an \"auth\" entry is not base64 of user:password",
+            path.display()
+        ))
+    };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth)
         .map_err(|_| bad())?;
@@ -151,7 +154,10 @@ async fn run_helper(
     helper_dir: Option<&Path>,
 ) -> Result<Option<Credentials>, RegistryError> {
     use tokio::io::AsyncWriteExt as _;
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
         return Err(RegistryError::Protocol(format!(
             "credential helper name {name:?} has characters other than [A-Za-z0-9._-]"
         )));
@@ -161,7 +167,8 @@ async fn run_helper(
         Some(dir) => dir.join(&program),
         None => PathBuf::from(&program),
     };
-    let fail = |reason: String| RegistryError::Protocol(format!("credential helper {program}: {reason}"));
+    let fail =
+        |reason: String| RegistryError::Protocol(format!("credential helper {program}: {reason}"));
     let mut child = tokio::process::Command::new(&program_path)
         .arg("get")
         .stdin(std::process::Stdio::piped())
@@ -214,14 +221,24 @@ mod tests {
             r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYTpzcw=="},"127.0.0.1:5000":{"username":"a","password":"b"}}}"#,
         )
         .unwrap();
-        let hub = rt().block_on(from_docker_config(dir.path(), "docker.io")).unwrap().unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("user", "pa:ss"));
+        let hub = rt()
+            .block_on(from_docker_config(dir.path(), "docker.io"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("user", "pa:ss")
+        );
         let local = rt()
             .block_on(from_docker_config(dir.path(), "127.0.0.1:5000"))
             .unwrap()
             .unwrap();
         assert_eq!(local.username, "a");
-        assert!(rt().block_on(from_docker_config(dir.path(), "ghcr.io")).unwrap().is_none());
+        assert!(
+            rt().block_on(from_docker_config(dir.path(), "ghcr.io"))
+                .unwrap()
+                .is_none()
+        );
         assert!(!format!("{hub:?}").contains("pa:ss"));
     }
 
@@ -247,8 +264,13 @@ mod tests {
             .block_on(lookup(dir.path(), "ghcr.io", Some(&bin)))
             .unwrap()
             .unwrap();
-        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("u", "s"));
-        let none = rt().block_on(lookup(dir.path(), "quay.io", Some(&bin))).unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("u", "s")
+        );
+        let none = rt()
+            .block_on(lookup(dir.path(), "quay.io", Some(&bin)))
+            .unwrap();
         assert!(none.is_none());
     }
 }

@@ -62,14 +62,20 @@ impl OciLayout {
                     self.path.display()
                 ))
             }
-            ReadError::Io(source) => RegistryError::Io { path: path.clone(), source },
+            ReadError::Io(source) => RegistryError::Io {
+                path: path.clone(),
+                source,
+            },
             ReadError::TooLarge => RegistryError::TooLarge {
                 what: path.display().to_string(),
                 limit: MAX_INDEX_BYTES,
             },
         })?;
         let index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            RegistryError::Protocol(format!("{}: malformed index.json: {e}", self.path.display()))
+            RegistryError::Protocol(format!(
+                "{}: malformed index.json: {e}",
+                self.path.display()
+            ))
         })?;
         if !index.get("manifests").is_some_and(|m| m.is_array()) {
             return Err(RegistryError::Protocol(format!(
@@ -82,7 +88,10 @@ impl OciLayout {
 
     fn find_tag(&self, tag: &str) -> Result<Option<Digest>, RegistryError> {
         let index = self.read_index()?;
-        let entries = index["manifests"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let entries = index["manifests"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let found = entries
             .iter()
             .rev()
@@ -139,15 +148,25 @@ impl OciLayout {
         }))
     }
 
-    pub(super) async fn fetch_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, RegistryError> {
+    pub(super) async fn fetch_blob(
+        &self,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
         let path = self.blob_path(digest);
         let what = format!("blob {digest}");
         let bytes = read_limited(&path, limit).map_err(|e| match e {
             ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 RegistryError::NotFound { what: what.clone() }
             }
-            ReadError::Io(source) => RegistryError::Io { path: path.clone(), source },
-            ReadError::TooLarge => RegistryError::TooLarge { what: what.clone(), limit },
+            ReadError::Io(source) => RegistryError::Io {
+                path: path.clone(),
+                source,
+            },
+            ReadError::TooLarge => RegistryError::TooLarge {
+                what: what.clone(),
+                limit,
+            },
         })?;
         check_digest(&what, digest, &bytes)?;
         Ok(bytes)
@@ -239,7 +258,9 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::TooLarge);
     }
     let mut buf = Vec::with_capacity(len as usize);
-    file.take(limit + 1).read_to_end(&mut buf).map_err(ReadError::Io)?;
+    file.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(ReadError::Io)?;
     if buf.len() as u64 > limit {
         return Err(ReadError::TooLarge);
     }
@@ -263,7 +284,11 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, File)> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!(".marque-tmp-{}-{n}", std::process::id());
         let path = dir.join(name);
-        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -277,13 +302,23 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
     }
 
     fn empty_layout() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        fs::write(dir.path().join("index.json"), r#"{"schemaVersion":2,"manifests":[]}"#).unwrap();
+        fs::write(
+            dir.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("index.json"),
+            r#"{"schemaVersion":2,"manifests":[]}"#,
+        )
+        .unwrap();
         dir
     }
 
@@ -292,14 +327,22 @@ mod tests {
         let dir = empty_layout();
         let layout = OciLayout::new(dir.path(), Limits::default());
         let rt = rt();
-        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#.to_vec();
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#
+            .to_vec();
         let d = rt
             .block_on(layout.push_manifest("v1", m.clone(), crate::artifact::OCI_MANIFEST))
             .unwrap();
         assert_eq!(rt.block_on(layout.resolve("v1")).unwrap(), d);
-        let got = rt.block_on(layout.fetch_manifest(ManifestRef::Tag("v1"))).unwrap().unwrap();
+        let got = rt
+            .block_on(layout.fetch_manifest(ManifestRef::Tag("v1")))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.bytes, m);
-        assert!(rt.block_on(layout.fetch_manifest(ManifestRef::Tag("v2"))).unwrap().is_none());
+        assert!(
+            rt.block_on(layout.fetch_manifest(ManifestRef::Tag("v2")))
+                .unwrap()
+                .is_none()
+        );
         // Re-tagging replaces the entry rather than adding a second one.
         let d2 = rt
             .block_on(layout.push_manifest("v1", b"{}".to_vec(), crate::artifact::OCI_MANIFEST))

@@ -264,7 +264,10 @@ impl Repository {
         reference: ManifestRef<'_>,
     ) -> Result<Option<Manifest>, RegistryError> {
         match self {
-            Repository::Remote { remote, reference: r } => remote.fetch_manifest(r, reference).await,
+            Repository::Remote {
+                remote,
+                reference: r,
+            } => remote.fetch_manifest(r, reference).await,
             Repository::Layout(layout) => layout.fetch_manifest(reference).await,
         }
     }
@@ -272,7 +275,9 @@ impl Repository {
     /// Fetches a blob of at most `limit` bytes, checked against `digest`.
     pub async fn fetch_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, RegistryError> {
         match self {
-            Repository::Remote { remote, reference } => remote.fetch_blob(reference, digest, limit).await,
+            Repository::Remote { remote, reference } => {
+                remote.fetch_blob(reference, digest, limit).await
+            }
             Repository::Layout(layout) => layout.fetch_blob(digest, limit).await,
         }
     }
@@ -294,7 +299,9 @@ impl Repository {
     ) -> Result<Digest, RegistryError> {
         match self {
             Repository::Remote { remote, reference } => {
-                remote.push_manifest(reference, tag, bytes, media_type).await
+                remote
+                    .push_manifest(reference, tag, bytes, media_type)
+                    .await
             }
             Repository::Layout(layout) => layout.push_manifest(tag, bytes, media_type).await,
         }
@@ -327,11 +334,16 @@ impl Repository {
                         return Ok(TagUpdate::Conflict);
                     }
                 }
-                remote.push_manifest(reference, tag, bytes, media_type).await?;
+                remote
+                    .push_manifest(reference, tag, bytes, media_type)
+                    .await?;
                 Ok(TagUpdate::Unconditional)
             }
             Repository::Layout(layout) => {
-                match layout.replace_tag(tag, Some(expected), bytes, media_type).await? {
+                match layout
+                    .replace_tag(tag, Some(expected), bytes, media_type)
+                    .await?
+                {
                     (_, true) => Ok(TagUpdate::Replaced),
                     (_, false) => Ok(TagUpdate::Conflict),
                 }
@@ -351,7 +363,11 @@ impl Repository {
 }
 
 /// Fails unless `bytes` hash to `expected`.
-pub(crate) fn check_digest(what: &str, expected: &Digest, bytes: &[u8]) -> Result<(), RegistryError> {
+pub(crate) fn check_digest(
+    what: &str,
+    expected: &Digest,
+    bytes: &[u8],
+) -> Result<(), RegistryError> {
     let actual = Digest::of(bytes);
     if &actual != expected {
         return Err(RegistryError::DigestMismatch {
@@ -370,5 +386,7 @@ pub(crate) fn sniff_media_type(bytes: &[u8]) -> Option<String> {
         #[serde(rename = "mediaType")]
         media_type: Option<String>,
     }
-    serde_json::from_slice::<M>(bytes).ok().and_then(|m| m.media_type)
+    serde_json::from_slice::<M>(bytes)
+        .ok()
+        .and_then(|m| m.media_type)
 }

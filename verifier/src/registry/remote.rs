@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use base64::Engine as _;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 
 use super::credentials::{self, Credentials};
@@ -116,18 +118,23 @@ impl RemoteRegistry {
                 req = req.header(AUTHORIZATION, value);
             }
             let started = std::time::Instant::now();
-            let resp = req.send().await.map_err(|source| RegistryError::Transport {
-                registry: r.registry().to_owned(),
-                source,
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|source| RegistryError::Transport {
+                    registry: r.registry().to_owned(),
+                    source,
+                })?;
             let status = resp.status();
             tracing::debug!(%method, %url, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "registry request");
             // Registries answer 5xx under load or while a tag is being
             // rewritten; idempotent requests are retried a few times.
-            if status.is_server_error() && method != Method::POST && server_errors < SERVER_RETRIES {
+            if status.is_server_error() && method != Method::POST && server_errors < SERVER_RETRIES
+            {
                 server_errors += 1;
                 tracing::debug!(%url, %status, server_errors, "retrying after a server error");
-                tokio::time::sleep(std::time::Duration::from_millis(20 << (2 * server_errors))).await;
+                tokio::time::sleep(std::time::Duration::from_millis(20 << (2 * server_errors)))
+                    .await;
                 continue;
             }
             if status != StatusCode::UNAUTHORIZED {
@@ -190,9 +197,13 @@ impl RemoteRegistry {
                 )));
             };
             let raw = format!("{}:{}", c.username, c.password);
-            let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw));
-            return HeaderValue::from_str(&value)
-                .map_err(|_| unauthorized("credentials contain characters not allowed in a header".to_owned()));
+            let value = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            );
+            return HeaderValue::from_str(&value).map_err(|_| {
+                unauthorized("credentials contain characters not allowed in a header".to_owned())
+            });
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(unauthorized(format!(
@@ -225,8 +236,9 @@ impl RemoteRegistry {
             .await
             .map_err(|e| unauthorized(format!("token exchange failed ({hint}): {e}")))?
             .ok_or_else(|| unauthorized("the token service issued no token".to_owned()))?;
-        HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| unauthorized("the token service issued a token that is not a valid header".to_owned()))
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            unauthorized("the token service issued a token that is not a valid header".to_owned())
+        })
     }
 
     fn token_client(&self, r: &RegistryRef) -> oci_client::Client {
@@ -254,10 +266,21 @@ impl RemoteRegistry {
             .clone()
     }
 
-    pub(super) async fn resolve(&self, r: &RegistryRef, tag: &str) -> Result<Digest, RegistryError> {
+    pub(super) async fn resolve(
+        &self,
+        r: &RegistryRef,
+        tag: &str,
+    ) -> Result<Digest, RegistryError> {
         let url = self.url(r, &format!("manifests/{tag}"));
         let resp = self
-            .send(r, Access::Pull, Method::HEAD, &url, &[accept_manifests()], None)
+            .send(
+                r,
+                Access::Pull,
+                Method::HEAD,
+                &url,
+                &[accept_manifests()],
+                None,
+            )
             .await?;
         match resp.status() {
             StatusCode::OK => {}
@@ -296,7 +319,14 @@ impl RemoteRegistry {
         };
         let url = self.url(r, &format!("manifests/{name}"));
         let resp = self
-            .send(r, Access::Pull, Method::GET, &url, &[accept_manifests()], None)
+            .send(
+                r,
+                Access::Pull,
+                Method::GET,
+                &url,
+                &[accept_manifests()],
+                None,
+            )
             .await?;
         match resp.status() {
             StatusCode::OK => {}
@@ -329,7 +359,9 @@ impl RemoteRegistry {
         limit: u64,
     ) -> Result<Vec<u8>, RegistryError> {
         let url = self.url(r, &format!("blobs/{digest}"));
-        let resp = self.send(r, Access::Pull, Method::GET, &url, &[], None).await?;
+        let resp = self
+            .send(r, Access::Pull, Method::GET, &url, &[], None)
+            .await?;
         let what = format!("blob {}@{digest}", r.repository());
         match resp.status() {
             StatusCode::OK => {}
@@ -341,31 +373,65 @@ impl RemoteRegistry {
         Ok(bytes)
     }
 
-    pub(super) async fn push_blob(&self, r: &RegistryRef, bytes: Vec<u8>) -> Result<Digest, RegistryError> {
+    pub(super) async fn push_blob(
+        &self,
+        r: &RegistryRef,
+        bytes: Vec<u8>,
+    ) -> Result<Digest, RegistryError> {
         let digest = Digest::of(&bytes);
         let start = self.url(r, "blobs/uploads/");
-        let resp = self.send(r, Access::Push, Method::POST, &start, &[], None).await?;
+        let resp = self
+            .send(r, Access::Push, Method::POST, &start, &[], None)
+            .await?;
         if resp.status() != StatusCode::ACCEPTED {
             let status = resp.status();
-            return Err(status_error("POST", &start, status, body_snippet(resp).await));
+            return Err(status_error(
+                "POST",
+                &start,
+                status,
+                body_snippet(resp).await,
+            ));
         }
         let location = resp
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RegistryError::Protocol(format!("registry {} started an upload without a Location", r.registry())))?;
-        let base = reqwest::Url::parse(&start).map_err(|e| RegistryError::Protocol(e.to_string()))?;
-        let mut upload = base
-            .join(location)
-            .map_err(|e| RegistryError::Protocol(format!("bad upload Location {location:?}: {e}")))?;
-        upload.query_pairs_mut().append_pair("digest", digest.as_str());
-        let headers = [(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))];
+            .ok_or_else(|| {
+                RegistryError::Protocol(format!(
+                    "registry {} started an upload without a Location",
+                    r.registry()
+                ))
+            })?;
+        let base =
+            reqwest::Url::parse(&start).map_err(|e| RegistryError::Protocol(e.to_string()))?;
+        let mut upload = base.join(location).map_err(|e| {
+            RegistryError::Protocol(format!("bad upload Location {location:?}: {e}"))
+        })?;
+        upload
+            .query_pairs_mut()
+            .append_pair("digest", digest.as_str());
+        let headers = [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )];
         let resp = self
-            .send(r, Access::Push, Method::PUT, upload.as_str(), &headers, Some(&bytes))
+            .send(
+                r,
+                Access::Push,
+                Method::PUT,
+                upload.as_str(),
+                &headers,
+                Some(&bytes),
+            )
             .await?;
         if resp.status() != StatusCode::CREATED {
             let status = resp.status();
-            return Err(status_error("PUT", upload.as_str(), status, body_snippet(resp).await));
+            return Err(status_error(
+                "PUT",
+                upload.as_str(),
+                status,
+                body_snippet(resp).await,
+            ));
         }
         Ok(digest)
     }
@@ -382,25 +448,30 @@ impl RemoteRegistry {
         let content_type = HeaderValue::from_str(media_type)
             .map_err(|_| RegistryError::Protocol(format!("bad media type {media_type:?}")))?;
         let resp = self
-            .send(r, Access::Push, Method::PUT, &url, &[(CONTENT_TYPE, content_type)], Some(&bytes))
+            .send(
+                r,
+                Access::Push,
+                Method::PUT,
+                &url,
+                &[(CONTENT_TYPE, content_type)],
+                Some(&bytes),
+            )
             .await?;
         if resp.status() != StatusCode::CREATED {
             let status = resp.status();
             return Err(status_error("PUT", &url, status, body_snippet(resp).await));
         }
-        if let Some(stored) = resp
+        let stored = resp
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok())
-        {
-            if stored != digest {
-                return Err(RegistryError::DigestMismatch {
-                    what: format!("manifest pushed to {}:{tag}", r.repository()),
-                    expected: digest,
-                    actual: stored,
-                });
-            }
+            .and_then(|v| v.parse::<Digest>().ok());
+        if let Some(stored) = stored.filter(|s| *s != digest) {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("manifest pushed to {}:{tag}", r.repository()),
+                expected: digest,
+                actual: stored,
+            });
         }
         Ok(digest)
     }
@@ -430,10 +501,14 @@ async fn read_bounded(
         return Err(too_large());
     }
     let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
-    while let Some(chunk) = resp.chunk().await.map_err(|source| RegistryError::Transport {
-        registry: r.registry().to_owned(),
-        source,
-    })? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|source| RegistryError::Transport {
+            registry: r.registry().to_owned(),
+            source,
+        })?
+    {
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
         }
@@ -454,7 +529,12 @@ async fn body_snippet(mut resp: reqwest::Response) -> String {
     String::from_utf8_lossy(&buf).trim().to_owned()
 }
 
-fn status_error(method: &'static str, url: &str, status: StatusCode, body: String) -> RegistryError {
+fn status_error(
+    method: &'static str,
+    url: &str,
+    status: StatusCode,
+    body: String,
+) -> RegistryError {
     RegistryError::Status {
         method,
         url: url.to_owned(),
@@ -467,4 +547,49 @@ fn status_error(method: &'static str, url: &str, status: StatusCode, body: Strin
 fn install_crypto_provider() {
     // Fails only if a provider is already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(insecure: Insecure) -> RemoteRegistry {
+        let options = ClientOptions {
+            insecure,
+            ..ClientOptions::default()
+        };
+        RemoteRegistry::new(options).unwrap()
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_unless_allowed() {
+        let r = remote(Insecure::LoopbackOnly);
+        let url = |s: &str| r.url(&RegistryRef::parse(s).unwrap(), "manifests/x");
+        assert_eq!(
+            url("127.0.0.1:5000/a"),
+            "http://127.0.0.1:5000/v2/a/manifests/x"
+        );
+        assert_eq!(
+            url("localhost:5000/a"),
+            "http://localhost:5000/v2/a/manifests/x"
+        );
+        assert_eq!(url("[::1]:5000/a"), "http://[::1]:5000/v2/a/manifests/x");
+        assert_eq!(
+            url("10.0.0.1:5000/a"),
+            "https://10.0.0.1:5000/v2/a/manifests/x"
+        );
+        assert_eq!(url("ghcr.io/org/a"), "https://ghcr.io/v2/org/a/manifests/x");
+        assert_eq!(
+            url("alpine"),
+            "https://registry-1.docker.io/v2/library/alpine/manifests/x"
+        );
+        let r = remote(Insecure::AllowPlainHttp);
+        assert_eq!(
+            r.url(
+                &RegistryRef::parse("registry.internal:5000/a").unwrap(),
+                "blobs/"
+            ),
+            "http://registry.internal:5000/v2/a/blobs/"
+        );
+    }
 }
