@@ -166,3 +166,75 @@ fn oversized_payload_is_not_fetched() {
         out.stderr
     );
 }
+
+#[test]
+fn only_the_first_thousand_layers_are_tried() {
+    let Some(s) = signed_image("thousand") else {
+        return;
+    };
+    // 1,000 copies of a layer with a bad signature, then the good layer:
+    // verify gives up at the bound instead of working through all of them.
+    let mut m = sig_manifest(s.addr, &s.repo, &s.digest).unwrap();
+    let good = m["layers"][0].clone();
+    let mut bad = good.clone();
+    bad["annotations"]["dev.cosignproject.cosign/signature"] = "MEUCIQ==".into();
+    let mut layers = vec![bad; 1000];
+    layers.push(good);
+    m["layers"] = layers.into();
+    put_manifest(
+        s.addr,
+        &s.repo,
+        &sig_tag(&s.digest),
+        &serde_json::to_vec(&m).unwrap(),
+    );
+    let out = verify(
+        &s,
+        &format!("{}/{}@{}", s.addr, s.repo, s.digest),
+        &["-o", "json"],
+    );
+    out.expect_code(1);
+    assert_eq!(out.json()[0]["rejected"].as_array().unwrap().len(), 1000);
+}
+
+#[test]
+fn a_registry_that_never_answers_times_out() {
+    // Accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok((conn, _)) = listener.accept() {
+                held.push(conn);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if held.len() > 8 {
+                break;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = plain_key(dir.path(), "k");
+    let start = std::time::Instant::now();
+    let out = marque(
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--timeout",
+            "2",
+            &format!("{addr}/silent/app:v1"),
+        ],
+        &[],
+    );
+    out.expect_code(2);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(out.stderr.contains(&addr.to_string()), "{}", out.stderr);
+    drop(hold);
+}

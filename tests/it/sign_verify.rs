@@ -279,3 +279,21 @@ fn unreachable_registry_is_an_operational_error() {
     out.expect_code(2);
     assert!(out.stderr.contains("127.0.0.1:9"), "{}", out.stderr);
 }
+
+#[test]
+fn verify_with_the_public_key_of_a_certificate() {
+    let Some((addr, repo, digest, _dir)) = setup("cert") else {
+        return;
+    };
+    let fixture = |n: &str| {
+        crate::support::repo_root()
+            .join("keys/testdata")
+            .join(n)
+            .display()
+            .to_string()
+    };
+    let image = format!("{addr}/{repo}@{digest}");
+    // p256-cert.pem is a self-signed certificate for p256-pkcs8.pem.
+    marque(&["sign", "--key", &fixture("p256-pkcs8.pem"), &image], &[]).expect_code(0);
+    marque(&["verify", "--key", &fixture("p256-cert.pem"), &image], &[]).expect_code(0);
+}
