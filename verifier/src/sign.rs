@@ -138,28 +138,9 @@ impl Append {
         annotations: &BTreeMap<String, String>,
         max_signatures: usize,
     ) -> Result<Append, SignError> {
-        let digest = repo.resolve(image).await?;
-        let tag = digest.cosign_tag("sig");
-        let payload = simple_signing::build(&image.identity(), &digest, annotations);
-        let payload_digest = Digest::of(&payload);
-        let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload)?);
-        Ok(Append {
-            repo,
-            image: image.with_digest(digest.clone()),
-            layer: Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &payload),
-            digest,
-            tag,
-            payload,
-            payload_digest,
-            signature,
-            public_key: key.public_key().clone(),
-            max_signatures,
-            appended: true,
-            writes: 0,
-            window: Duration::from_millis(5),
-            payload_uploaded: false,
-            written_at: None,
-        })
+        Unsigned::prepare(repo, image, annotations, max_signatures)
+            .await?
+            .sign(key)
     }
 
     fn done(&self) -> Signed {
@@ -186,17 +167,12 @@ impl Append {
         // Most signatures go to a digest nobody has signed yet. For that
         // case upload the payload and the one-layer config before reading,
         // so that the read itself is the check just before the write.
-        let mut fresh = None;
-        if self.writes == 0 {
-            self.layer
-                .annotations
-                .insert(SIGNATURE_ANNOTATION.to_owned(), self.signature.clone());
-            let built = manifest::signature_manifest(vec![self.layer.clone()]);
-            self.repo.push_blob(self.payload.clone()).await?;
-            self.payload_uploaded = true;
-            self.repo.push_blob(built.config).await?;
-            fresh = Some(built.manifest);
-        }
+        self.layer
+            .annotations
+            .insert(SIGNATURE_ANNOTATION.to_owned(), self.signature.clone());
+        // Unsigned::prepare uploaded the payload and the one-layer config.
+        let mut fresh = (self.writes == 0)
+            .then(|| manifest::signature_manifest(vec![self.layer.clone()]).manifest);
         loop {
             let (current, existing) = read_layers(&self.repo, &self.tag).await?;
             if self.writes == 0 {
@@ -313,6 +289,70 @@ impl Append {
     }
 }
 
+/// An image's payload, resolved and uploaded but not yet signed.
+///
+/// Most signatures go to a digest nobody has signed yet. For that case the
+/// payload and the one-layer config (which depends only on the payload's
+/// digest) are uploaded here, before the tag is read, so that read is the
+/// check right before the write. It also lets a caller do this network work
+/// while the signing key is still being decrypted: the blobs are content
+/// addressed and unreferenced until a manifest names them.
+#[derive(Debug)]
+pub struct Unsigned {
+    repo: Repository,
+    image: ImageRef,
+    digest: Digest,
+    payload: Vec<u8>,
+    max_signatures: usize,
+}
+
+impl Unsigned {
+    /// Resolves `image` once, builds its payload and uploads it with the
+    /// config a first signature needs.
+    pub async fn prepare(
+        repo: Repository,
+        image: &ImageRef,
+        annotations: &BTreeMap<String, String>,
+        max_signatures: usize,
+    ) -> Result<Unsigned, SignError> {
+        let digest = repo.resolve(image).await?;
+        let payload = simple_signing::build(&image.identity(), &digest, annotations);
+        let layer = Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &payload);
+        repo.push_blob(payload.clone()).await?;
+        repo.push_blob(manifest::signature_manifest(vec![layer]).config)
+            .await?;
+        Ok(Unsigned {
+            repo,
+            image: image.with_digest(digest.clone()),
+            digest,
+            payload,
+            max_signatures,
+        })
+    }
+
+    /// Signs the payload with `key`.
+    pub fn sign(self, key: &SigningKey) -> Result<Append, SignError> {
+        let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&self.payload)?);
+        Ok(Append {
+            tag: self.digest.cosign_tag("sig"),
+            payload_digest: Digest::of(&self.payload),
+            layer: Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &self.payload),
+            repo: self.repo,
+            image: self.image,
+            digest: self.digest,
+            payload: self.payload,
+            signature,
+            public_key: key.public_key().clone(),
+            max_signatures: self.max_signatures,
+            appended: true,
+            writes: 0,
+            window: Duration::from_millis(5),
+            payload_uploaded: true,
+            written_at: None,
+        })
+    }
+}
+
 /// The digest and layers of the signature manifest under `tag`, or none.
 async fn read_layers(
     repo: &Repository,
@@ -350,8 +390,11 @@ fn is_same_signer(
 /// How long to wait before confirming that a write survived: several times
 /// another writer's check-then-write window, which is about as long as ours.
 fn settle_delay(window: Duration) -> Duration {
-    let base = (window * 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    base + jitter(Duration::from_millis(10))
+    // The floor covers a writer that is descheduled between its check and
+    // its write (16 signer processes on 2 cores stall each other for tens
+    // of milliseconds); in a batch the delays overlap, so it costs little.
+    let base = (window * 4).clamp(Duration::from_millis(60), Duration::from_secs(2));
+    base + jitter(Duration::from_millis(30))
 }
 
 /// A random duration in `[0, max)`.

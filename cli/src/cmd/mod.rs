@@ -55,6 +55,20 @@ fn load_signing_key(
     path: &Path,
     password_file: Option<&Path>,
 ) -> anyhow::Result<marque_keys::SigningKey> {
+    open_signing_key(path, password_file)?.unlock()
+}
+
+/// A private key file read and parsed, with its password in hand, but not
+/// yet decrypted (decryption is the slow part: scrypt with N=65536).
+struct LockedKey {
+    path: std::path::PathBuf,
+    file: marque_keys::PrivateKeyFile,
+    password: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+/// Reads and parses a private key file, asking for its password only if it
+/// is encrypted. Malformed files and unsupported algorithms fail here.
+fn open_signing_key(path: &Path, password_file: Option<&Path>) -> anyhow::Result<LockedKey> {
     let data = read_file(path, "key file")?;
     let file =
         marque_keys::PrivateKeyFile::parse(&data).with_context(|| path.display().to_string())?;
@@ -67,6 +81,18 @@ fn load_signing_key(
     } else {
         None
     };
-    file.into_signing_key(password.as_deref().map(|p| p.as_slice()))
-        .with_context(|| path.display().to_string())
+    Ok(LockedKey {
+        path: path.to_owned(),
+        file,
+        password,
+    })
+}
+
+impl LockedKey {
+    fn unlock(self) -> anyhow::Result<marque_keys::SigningKey> {
+        let path = self.path;
+        self.file
+            .into_signing_key(self.password.as_deref().map(|p| p.as_slice()))
+            .with_context(|| path.display().to_string())
+    }
 }

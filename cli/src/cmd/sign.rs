@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 
 use futures_util::StreamExt as _;
 use marque_verifier::ImageRef;
-use marque_verifier::sign::{Append, SignError, Signed};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use marque_verifier::sign::{Append, Signed, Unsigned};
 use serde::Serialize;
 
 use crate::Status;
@@ -78,34 +82,70 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
         .iter()
         .map(|s| ImageRef::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let key = super::load_signing_key(&args.key, args.password.password_file.as_deref())?;
+    // Read the key file and get its password now; decrypt it (scrypt, about
+    // 0.2 s) on a blocking thread while the payloads are uploaded.
+    let locked = super::open_signing_key(&args.key, args.password.password_file.as_deref())?;
+    let key_failed = Arc::new(AtomicBool::new(false));
+    let unlocking = {
+        let key_failed = Arc::clone(&key_failed);
+        tokio::task::spawn_blocking(move || {
+            let r = locked.unlock();
+            key_failed.store(r.is_err(), Ordering::Relaxed);
+            r
+        })
+    };
     let annotations: BTreeMap<String, String> = args.annotations.into_iter().collect();
     let client = super::registry_client(&args.registry)?;
     let max_signatures = client.limits().max_signatures;
     let bar = crate::output::progress(images.len(), "signing");
+    let jobs = usize::from(args.jobs);
 
-    // Phase 1: write every signature. Phase 2: confirm the writes that
-    // need it. Each confirmation still waits its own settle delay after its
-    // own write, but the delays overlap instead of holding a job each.
-    let written: Vec<Result<Written, String>> = futures_util::stream::iter(images.iter())
+    // Phase 1: resolve each image and upload its payload (no key needed).
+    let prepared: Vec<Option<Result<Unsigned, String>>> = futures_util::stream::iter(images.iter())
         .map(|image| {
-            let (client, key, annotations, bar) = (&client, &key, &annotations, &bar);
+            let (client, annotations, key_failed) = (&client, &annotations, &key_failed);
             async move {
+                if key_failed.load(Ordering::Relaxed) {
+                    return None;
+                }
                 let repo = client.repository(image);
+                Some(
+                    Unsigned::prepare(repo, image, annotations, max_signatures)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+        })
+        .buffered(jobs)
+        .collect()
+        .await;
+    let key = unlocking
+        .await
+        .context("the key decryption task failed")??;
+
+    // Phase 2: sign and write every signature. Phase 3: confirm the writes
+    // that need it. Each confirmation still waits its own settle delay after
+    // its own write, but the delays overlap instead of holding a job each.
+    let written: Vec<Result<Written, String>> = futures_util::stream::iter(prepared)
+        .map(|prepared| {
+            let (key, bar) = (&key, &bar);
+            async move {
                 let r = async {
-                    let mut append =
-                        Append::start(repo, image, key, annotations, max_signatures).await?;
-                    Ok::<_, SignError>(match append.write().await? {
+                    let Some(prepared) = prepared else {
+                        return Err("not started: the key could not be loaded".to_owned());
+                    };
+                    let mut append = prepared?.sign(key).map_err(|e| e.to_string())?;
+                    Ok(match append.write().await.map_err(|e| e.to_string())? {
                         Some(done) => Written::Done(done),
                         None => Written::Pending(Box::new(append)),
                     })
                 }
                 .await;
                 bar.inc(1);
-                r.map_err(|e| e.to_string())
+                r
             }
         })
-        .buffered(usize::from(args.jobs))
+        .buffered(jobs)
         .collect()
         .await;
     let results: Vec<Entry> = futures_util::stream::iter(images.iter().zip(written))
