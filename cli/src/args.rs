@@ -28,6 +28,109 @@ pub(crate) enum Command {
     /// Verify image signatures against public keys.
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
+    /// Attach a signed in-toto attestation (provenance, SBOM, …) to images.
+    #[command(after_help = ATTEST_EXAMPLES)]
+    Attest(AttestArgs),
+    /// Verify images' attestations of one predicate type.
+    #[command(name = "verify-attestation", after_help = VERIFY_ATTESTATION_EXAMPLES)]
+    VerifyAttestation(VerifyAttestationArgs),
+    /// Write a SLSA Provenance v1 predicate for the build running now.
+    #[command(after_help = PROVENANCE_EXAMPLES)]
+    Provenance(ProvenanceArgs),
+}
+
+const ATTEST_EXAMPLES: &str = "\
+Examples:
+  marque attest --key cosign.key --type slsaprovenance1 --predicate prov.json ghcr.io/org/app@sha256:…
+  marque attest --key cosign.key --type spdxjson --predicate sbom.spdx.json ghcr.io/org/app:1.2.3
+  marque provenance | marque attest --key cosign.key --type slsaprovenance1 --predicate - IMAGE
+
+TYPE is a cosign short name (custom, slsaprovenance, slsaprovenance02,
+slsaprovenance1, spdx, spdxjson, cyclonedx, link, vuln, openvex) or a URI.";
+
+const VERIFY_ATTESTATION_EXAMPLES: &str = "\
+Examples:
+  marque verify-attestation --key cosign.pub --type slsaprovenance1 ghcr.io/org/app@sha256:…
+  marque verify-attestation --key cosign.pub --type https://spdx.dev/Document -o json IMAGE
+
+Exit status: 0 every image has a valid attestation of the type, 1 some
+image does not, 2 usage or operational error.";
+
+const PROVENANCE_EXAMPLES: &str = "\
+Examples:
+  # In GitHub Actions or GitLab CI everything is read from the environment:
+  marque provenance --output prov.json
+  marque provenance --builder-id https://ci.example.com/builders/1 \\
+      --source-repo https://git.example.com/app --source-commit 0123abc… \\
+      --build-type https://ci.example.com/buildtypes/make/v1 --parameter target=release";
+
+#[derive(Debug, Args)]
+pub(crate) struct AttestArgs {
+    /// The private key file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// The predicate: a JSON file (`-` for stdin). For `custom`, any text.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) predicate: PathBuf,
+    /// The predicate type: a cosign short name or a URI.
+    #[arg(long = "type", value_name = "TYPE", default_value = "custom")]
+    pub(crate) predicate_type: String,
+    /// How many images to attest at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) jobs: u16,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+    /// Images: registry references or oci:PATH[:tag|@digest].
+    #[arg(required = true, value_name = "IMAGE")]
+    pub(crate) images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyAttestationArgs {
+    /// A trusted public key or certificate (PEM). Repeat for several.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub(crate) key: Vec<PathBuf>,
+    /// The predicate type required: a cosign short name or a URI.
+    #[arg(long = "type", value_name = "TYPE", default_value = "custom")]
+    pub(crate) predicate_type: String,
+    /// How many images to verify at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) jobs: u16,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+    /// Images: registry references or oci:PATH[:tag|@digest].
+    #[arg(required = true, value_name = "IMAGE")]
+    pub(crate) images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProvenanceArgs {
+    /// The builder's id (a URI). Default: from GitHub Actions or GitLab CI.
+    #[arg(long, value_name = "URI")]
+    pub(crate) builder_id: Option<String>,
+    /// The build type (a URI). Default: from the CI system.
+    #[arg(long, value_name = "URI")]
+    pub(crate) build_type: Option<String>,
+    /// The source repository. Default: from the CI system.
+    #[arg(long, value_name = "URI")]
+    pub(crate) source_repo: Option<String>,
+    /// The source commit. Default: from the CI system.
+    #[arg(long, value_name = "SHA")]
+    pub(crate) source_commit: Option<String>,
+    /// A build parameter (externalParameters). Repeatable.
+    #[arg(long = "parameter", value_name = "KEY=VALUE", value_parser = parse_annotation)]
+    pub(crate) parameters: Vec<(String, String)>,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 const SIGN_EXAMPLES: &str = "\

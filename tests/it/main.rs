@@ -2,6 +2,7 @@
 //! (Debian's docker-registry, started here) and the real cosign and skopeo.
 
 mod attacks;
+mod attestations;
 mod auth;
 mod common;
 mod concurrency;

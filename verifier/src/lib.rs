@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod artifact;
+pub mod attest;
 pub mod digest;
 pub mod reference;
 pub mod registry;

@@ -143,6 +143,45 @@ impl Append {
             .sign(key)
     }
 
+    /// Appends `blob`, described by `layer` (annotations included), to the
+    /// manifest under `tag`; uploads the blob and its first-layer config.
+    #[allow(clippy::too_many_arguments)] // crate-private; each is one field
+    pub(crate) async fn with_layer(
+        repo: Repository,
+        image: ImageRef,
+        digest: Digest,
+        tag: String,
+        blob: Vec<u8>,
+        layer: Descriptor,
+        public_key: marque_keys::PublicKey,
+        max_signatures: usize,
+    ) -> Result<Append, SignError> {
+        repo.push_blob(blob.clone()).await?;
+        repo.push_blob(manifest::signature_manifest(vec![layer.clone()]).config)
+            .await?;
+        Ok(Append {
+            repo,
+            image,
+            payload_digest: Digest::of(&blob),
+            signature: layer
+                .annotations
+                .get(SIGNATURE_ANNOTATION)
+                .cloned()
+                .unwrap_or_default(),
+            digest,
+            tag,
+            payload: blob,
+            layer,
+            public_key,
+            max_signatures,
+            appended: true,
+            writes: 0,
+            window: Duration::from_millis(5),
+            payload_uploaded: true,
+            written_at: None,
+        })
+    }
+
     fn done(&self) -> Signed {
         Signed {
             image: self.image.clone(),

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+mod attest;
 mod key;
+mod provenance;
 mod sign;
 mod verify;
 
@@ -18,6 +20,9 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
         Command::Key(KeyCommand::Public(args)) => key::public(args),
         Command::Sign(args) => sign::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Attest(args) => attest::run(args).await,
+        Command::VerifyAttestation(args) => attest::verify(args).await,
+        Command::Provenance(args) => provenance::run(args),
     }
 }
 
@@ -94,5 +99,44 @@ impl LockedKey {
         self.file
             .into_signing_key(self.password.as_deref().map(|p| p.as_slice()))
             .with_context(|| path.display().to_string())
+    }
+}
+
+/// Reads trusted public keys (PKIX PEM or certificates).
+fn load_public_keys(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<marque_keys::PublicKey>> {
+    let mut keys = Vec::with_capacity(paths.len());
+    for path in paths {
+        let data = read_file(path, "public key")?;
+        let key = marque_keys::PublicKey::from_pem(&data).with_context(|| {
+            format!("{}: not a usable public key or certificate", path.display())
+        })?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// A signature or attestation after its write: finished, or waiting for
+/// its confirming read.
+enum Written {
+    Done(marque_verifier::sign::Signed),
+    Pending(Box<marque_verifier::sign::Append>),
+}
+
+impl Written {
+    fn from_write(
+        append: marque_verifier::sign::Append,
+        result: Option<marque_verifier::sign::Signed>,
+    ) -> Written {
+        match result {
+            Some(done) => Written::Done(done),
+            None => Written::Pending(Box::new(append)),
+        }
+    }
+
+    async fn finish(self) -> Result<marque_verifier::sign::Signed, String> {
+        match self {
+            Written::Done(s) => Ok(s),
+            Written::Pending(append) => append.confirm().await.map_err(|e| e.to_string()),
+        }
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use marque_verifier::sign::{Append, Signed, Unsigned};
+use marque_verifier::sign::{Signed, Unsigned};
+
+use super::Written;
 use serde::Serialize;
 
 use crate::Status;
@@ -31,11 +33,6 @@ struct Entry {
 
 /// How many confirmations run at once; they mostly wait.
 const CONFIRM_JOBS: usize = 256;
-
-enum Written {
-    Done(Signed),
-    Pending(Box<Append>),
-}
 
 fn entry(image: &ImageRef, r: Result<Signed, String>, bar: &indicatif::ProgressBar) -> Entry {
     match r {
@@ -135,10 +132,8 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
                         return Err("not started: the key could not be loaded".to_owned());
                     };
                     let mut append = prepared?.sign(key).map_err(|e| e.to_string())?;
-                    Ok(match append.write().await.map_err(|e| e.to_string())? {
-                        Some(done) => Written::Done(done),
-                        None => Written::Pending(Box::new(append)),
-                    })
+                    let result = append.write().await.map_err(|e| e.to_string())?;
+                    Ok(Written::from_write(append, result))
                 }
                 .await;
                 bar.inc(1);
@@ -153,10 +148,7 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
             let bar = &bar;
             async move {
                 let r = match written {
-                    Ok(Written::Done(s)) => Ok(s),
-                    Ok(Written::Pending(append)) => {
-                        append.confirm().await.map_err(|e| e.to_string())
-                    }
+                    Ok(w) => w.finish().await,
                     Err(e) => Err(e),
                 };
                 entry(image, r, bar)

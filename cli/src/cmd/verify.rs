@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context as _;
 use futures_util::StreamExt as _;
-use marque_keys::PublicKey;
 use marque_verifier::ImageRef;
 use marque_verifier::verify::{
     IdentityMatch, LayerRejection, Report, Requirements, VerifiedSignature,
@@ -65,14 +63,8 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
         .iter()
         .map(|s| ImageRef::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut keys = Vec::with_capacity(args.key.len());
-    for path in &args.key {
-        let data = super::read_file(path, "public key")?;
-        let key = PublicKey::from_pem(&data).with_context(|| {
-            format!("{}: not a usable public key or certificate", path.display())
-        })?;
-        keys.push(key);
-    }
+    let keys = super::load_public_keys(&args.key)?;
+
     let client = super::registry_client(&args.registry)?;
     let req = Requirements {
         keys,

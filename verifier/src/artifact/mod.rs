@@ -3,6 +3,8 @@
 //!
 //! Nothing here does I/O or verifies signatures; see `crate::verify`.
 
+pub mod dsse;
+pub mod intoto;
 pub mod manifest;
 pub mod simple_signing;
 

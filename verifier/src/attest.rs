@@ -1,0 +1,253 @@
+//! Attestations: in-toto Statements about an image, signed in a DSSE
+//! envelope and appended to the image's `sha256-<hex>.att` manifest as
+//! cosign does (formats.md §2.4), with the same no-loss append protocol as
+//! signatures ([`crate::sign::Append`]).
+
+use marque_keys::{PublicKey, SigningKey};
+use serde::Serialize;
+
+use crate::artifact::dsse::{self, Envelope};
+use crate::artifact::intoto::Statement;
+use crate::artifact::manifest::{Descriptor, ImageManifest};
+use crate::digest::Digest;
+use crate::reference::ImageRef;
+use crate::registry::{ManifestRef, RegistryError, Repository};
+use crate::sign::{Append, SIGNATURE_ANNOTATION, SignError};
+
+/// The layer annotation naming an attestation's predicate type.
+pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
+
+/// Builds, signs and starts appending an attestation of `predicate_type`
+/// with `predicate` about `image`. Drive the result with
+/// [`Append::write`] and [`Append::confirm`].
+pub async fn start(
+    repo: Repository,
+    image: &ImageRef,
+    key: &SigningKey,
+    predicate_type: &str,
+    predicate: serde_json::Value,
+    max_attestations: usize,
+) -> Result<Append, SignError> {
+    let digest = repo.resolve(image).await?;
+    let statement = Statement::new(&image.identity(), &digest, predicate_type, predicate);
+    let envelope = dsse::sign(dsse::IN_TOTO_PAYLOAD_TYPE, &statement.to_bytes(), key)?;
+    let mut layer = Descriptor::for_bytes(dsse::MEDIA_TYPE, &envelope);
+    // cosign keeps the signature inside the envelope and leaves this empty.
+    layer
+        .annotations
+        .insert(SIGNATURE_ANNOTATION.to_owned(), String::new());
+    layer.annotations.insert(
+        PREDICATE_TYPE_ANNOTATION.to_owned(),
+        predicate_type.to_owned(),
+    );
+    Append::with_layer(
+        repo,
+        image.with_digest(digest.clone()),
+        digest.clone(),
+        digest.cosign_tag("att"),
+        envelope,
+        layer,
+        key.public_key().clone(),
+        max_attestations,
+    )
+    .await
+}
+
+/// What an attestation must satisfy.
+#[derive(Debug, Clone)]
+pub struct AttestationRequirements {
+    /// Any one of these keys may have signed it.
+    pub keys: Vec<PublicKey>,
+    /// The predicate type required.
+    pub predicate_type: String,
+    /// Largest envelope fetched.
+    pub max_envelope_bytes: u64,
+    /// Most layers tried.
+    pub max_layers: usize,
+}
+
+/// A verified attestation.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedAttestation {
+    /// The trusted key that signed it.
+    pub key_id: String,
+    /// The envelope blob's digest.
+    pub envelope_digest: Digest,
+    /// The verified statement.
+    pub statement: serde_json::Value,
+}
+
+/// One rejected attestation layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttestationRejection {
+    /// Its position in the `.att` manifest.
+    pub index: usize,
+    /// Why it did not count.
+    pub reason: String,
+}
+
+/// The result of verifying one image's attestations.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttestationReport {
+    /// The image as given.
+    pub image: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Attestations that passed.
+    pub verified: Vec<VerifiedAttestation>,
+    /// Layers that did not, and why (including other predicate types).
+    pub rejected: Vec<AttestationRejection>,
+    /// Set when there is no usable `.att` manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl AttestationReport {
+    /// Whether at least one attestation passed.
+    pub fn is_verified(&self) -> bool {
+        !self.verified.is_empty()
+    }
+
+    /// A one-line reason the image failed.
+    pub fn failure_summary(&self) -> String {
+        if let Some(p) = &self.problem {
+            return p.clone();
+        }
+        let reasons: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|r| format!("attestation {}: {}", r.index, r.reason))
+            .collect();
+        format!("no valid attestation ({})", reasons.join("; "))
+    }
+}
+
+/// Verifies `image`'s attestations. `Err` is inconclusive (could not fetch).
+pub async fn verify(
+    repo: &Repository,
+    image: &ImageRef,
+    req: &AttestationRequirements,
+) -> Result<AttestationReport, RegistryError> {
+    let digest = repo.resolve(image).await?;
+    let tag = digest.cosign_tag("att");
+    let mut report = AttestationReport {
+        image: image.to_string(),
+        digest: digest.clone(),
+        verified: Vec::new(),
+        rejected: Vec::new(),
+        problem: None,
+    };
+    let manifest = match repo.fetch_manifest(ManifestRef::Tag(&tag)).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            report.problem = Some(format!(
+                "no attestations found (no {tag} in {})",
+                repo.name()
+            ));
+            return Ok(report);
+        }
+        Err(e @ (RegistryError::TooLarge { .. } | RegistryError::DigestMismatch { .. })) => {
+            report.problem = Some(format!("attestation manifest {tag} is unusable: {e}"));
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    let parsed = match ImageManifest::parse(&manifest.bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problem = Some(format!("attestation manifest {tag} is unusable: {e}"));
+            return Ok(report);
+        }
+    };
+    for (index, layer) in parsed.layers.iter().take(req.max_layers).enumerate() {
+        let blob = match fetch_envelope(repo, layer, req).await? {
+            Ok(b) => b,
+            Err(reason) => {
+                report.rejected.push(AttestationRejection { index, reason });
+                continue;
+            }
+        };
+        match check_envelope(&blob, &digest, req) {
+            Ok(v) => report.verified.push(VerifiedAttestation {
+                envelope_digest: Digest::of(&blob),
+                ..v
+            }),
+            Err(reason) => report.rejected.push(AttestationRejection { index, reason }),
+        }
+    }
+    if parsed.layers.is_empty() {
+        report.problem = Some(format!("attestation manifest {tag} has no layers"));
+    }
+    Ok(report)
+}
+
+async fn fetch_envelope(
+    repo: &Repository,
+    layer: &Descriptor,
+    req: &AttestationRequirements,
+) -> Result<Result<Vec<u8>, String>, RegistryError> {
+    if layer.media_type != dsse::MEDIA_TYPE {
+        return Ok(Err(format!(
+            "layer media type is {:?}, not {}",
+            layer.media_type,
+            dsse::MEDIA_TYPE
+        )));
+    }
+    let Ok(digest) = layer.digest() else {
+        return Ok(Err("layer digest is not a sha256 digest".to_owned()));
+    };
+    if layer.size > req.max_envelope_bytes {
+        return Ok(Err(format!(
+            "envelope of {} bytes exceeds the {}-byte limit",
+            layer.size, req.max_envelope_bytes
+        )));
+    }
+    match repo.fetch_blob(&digest, layer.size).await {
+        Ok(b) if b.len() as u64 == layer.size => Ok(Ok(b)),
+        Ok(_) | Err(RegistryError::TooLarge { .. }) => {
+            Ok(Err("envelope size differs from the descriptor".to_owned()))
+        }
+        Err(RegistryError::DigestMismatch { .. }) => {
+            Ok(Err("envelope blob does not match its digest".to_owned()))
+        }
+        Err(RegistryError::NotFound { .. }) => Ok(Err("envelope blob is missing".to_owned())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Decides one envelope (already checked against its layer digest): the
+/// DSSE signature over the PAE, then the statement, every subject, and the
+/// predicate type. Pure.
+pub fn check_envelope(
+    blob: &[u8],
+    image_digest: &Digest,
+    req: &AttestationRequirements,
+) -> Result<VerifiedAttestation, String> {
+    let envelope = Envelope::parse(blob).map_err(|e| e.to_string())?;
+    let (body, key) = envelope
+        .verify(dsse::IN_TOTO_PAYLOAD_TYPE, &req.keys)
+        .map_err(|e| e.to_string())?;
+    let statement = Statement::parse(&body)?;
+    if !statement.is_about(image_digest) {
+        let named: Vec<String> = statement
+            .subject
+            .iter()
+            .filter_map(|s| s.digest.get("sha256").map(|h| format!("sha256:{h}")))
+            .collect();
+        return Err(format!(
+            "statement is about {}, not this image",
+            named.join(", ")
+        ));
+    }
+    if statement.predicate_type != req.predicate_type {
+        return Err(format!(
+            "predicate type is {:?}, not {:?}",
+            statement.predicate_type, req.predicate_type
+        ));
+    }
+    Ok(VerifiedAttestation {
+        key_id: req.keys[key].key_id().to_string(),
+        envelope_digest: Digest::of(blob),
+        statement: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    })
+}
