@@ -155,10 +155,36 @@ fn main() {
     let prov = dir.path().join("prov.json");
     std::fs::write(&prov, r#"{"buildDefinition":{"buildType":"https://example.com/b/v1","externalParameters":{}},"runDetails":{"builder":{"id":"https://example.com/builder"}}}"#).unwrap();
     let p_str = prov.to_str().unwrap();
-    let (_, _, ok) = timed(&marque, &["attest", "--key", k, "--type", "slsaprovenance1", "--predicate", p_str], &for_marque);
+    let (_, _, ok) = timed(
+        &marque,
+        &[
+            "attest",
+            "--key",
+            k,
+            "--type",
+            "slsaprovenance1",
+            "--predicate",
+            p_str,
+        ],
+        &for_marque,
+    );
     assert!(ok, "marque attest failed");
-    let cosign_va = ["verify-attestation", "--key", p, "--type", "slsaprovenance1", "--insecure-ignore-tlog=true", "--allow-http-registry"];
-    let marque_va = ["verify-attestation", "--key", p, "--type", "slsaprovenance1"];
+    let cosign_va = [
+        "verify-attestation",
+        "--key",
+        p,
+        "--type",
+        "slsaprovenance1",
+        "--insecure-ignore-tlog=true",
+        "--allow-http-registry",
+    ];
+    let marque_va = [
+        "verify-attestation",
+        "--key",
+        p,
+        "--type",
+        "slsaprovenance1",
+    ];
     let (m_va, m_va_mem, _) = best(&marque, &marque_va, &for_marque);
     let (c_va, c_va_mem, _) = best(&cosign, &cosign_va, &for_marque);
     let (m_va1, m_va1_mem) = one(&marque, &marque_va, &for_marque[0]);
@@ -195,11 +221,19 @@ fn main() {
     );
     println!(
         "| one `verify-attestation`, whole process (mean of {runs}) | {:.1} ms, {:.1} MiB | {:.1} ms, {:.1} MiB | {:.1}× faster |",
-        ms(c_va1), mib(c_va1_mem), ms(m_va1), mib(m_va1_mem), ms(c_va1) / ms(m_va1)
+        ms(c_va1),
+        mib(c_va1_mem),
+        ms(m_va1),
+        mib(m_va1_mem),
+        ms(c_va1) / ms(m_va1)
     );
     println!(
         "| one `verify-attestation` call over {n} images (best of 3) | {:.0} ms, {:.1} MiB | {:.0} ms, {:.1} MiB | {:.1}× |",
-        ms(c_va), mib(c_va_mem), ms(m_va), mib(m_va_mem), ms(c_va) / ms(m_va)
+        ms(c_va),
+        mib(c_va_mem),
+        ms(m_va),
+        mib(m_va_mem),
+        ms(c_va) / ms(m_va)
     );
     println!(
         "| registry floor for signing {n} images (writes only, 16 raw clients) | | {:.0} ms | cosign / floor {:.1}× |",

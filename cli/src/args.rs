@@ -28,6 +28,9 @@ pub(crate) enum Command {
     /// Verify image signatures against public keys.
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
+    /// A private CA: make one, and issue code-signing certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Attach a signed in-toto attestation (provenance, SBOM, …) to images.
     #[command(after_help = ATTEST_EXAMPLES)]
     Attest(AttestArgs),
@@ -63,6 +66,73 @@ Examples:
   marque provenance --builder-id https://ci.example.com/builders/1 \\
       --source-repo https://git.example.com/app --source-commit 0123abc… \\
       --build-type https://ci.example.com/buildtypes/make/v1 --parameter target=release";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create a root CA (ECDSA P-256, key encrypted like other keys).
+    #[command(
+        after_help = "Examples:\n  MARQUE_PASSWORD=… marque ca init --out ca/\n  marque ca init --out ca/ --intermediate   # keep ca/root.key offline afterwards"
+    )]
+    Init(CaInitArgs),
+    /// Issue a code-signing certificate for a public key.
+    #[command(
+        name = "issue-signer",
+        after_help = "Examples:\n  marque ca issue-signer --ca ca/ --key release.pub --identity https://ci.example.com/release --output release.crt\n  marque sign --key release.key --certificate release.crt --certificate-chain ca/chain.pem IMAGE"
+    )]
+    IssueSigner(CaIssueArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaInitArgs {
+    /// Directory to create: root.crt, root.key, chain.pem (and
+    /// intermediate.crt, intermediate.key).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+    /// Also make an online intermediate, so the root key can stay offline.
+    #[arg(long)]
+    pub(crate) intermediate: bool,
+    /// The CA's common name.
+    #[arg(long, default_value = "marque signing CA")]
+    pub(crate) name: String,
+    /// How long the root is valid (e.g. 10y, 90d).
+    #[arg(long, default_value = "10y", value_parser = parse_duration)]
+    pub(crate) validity: std::time::Duration,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaIssueArgs {
+    /// The CA directory (from `marque ca init`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca: PathBuf,
+    /// The signer's public key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// The signer's identity: a URI or an email address (the SAN).
+    #[arg(long, value_name = "URI_OR_EMAIL")]
+    pub(crate) identity: String,
+    /// How long the certificate is valid.
+    #[arg(long, default_value = "1y", value_parser = parse_duration)]
+    pub(crate) validity: std::time::Duration,
+    /// Start of validity (RFC 3339); default now. Less five minutes for skew.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) not_before: Option<std::time::SystemTime>,
+    /// Write the certificate here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (examples: 1y, 90d, 12h)"))
+}
+
+fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?}: {e} (example: 2026-01-31T00:00:00Z)"))
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct AttestArgs {
@@ -242,6 +312,12 @@ pub(crate) struct SignArgs {
     /// An annotation to add to the payload's `optional` section.
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<(String, String)>,
+    /// A certificate for the key (PEM), attached as cosign does.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) certificate: Option<PathBuf>,
+    /// The certificate's chain (PEM: intermediates, then the root).
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub(crate) certificate_chain: Option<PathBuf>,
     /// How many images to sign at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) jobs: u16,
@@ -272,8 +348,30 @@ pub(crate) enum IdentityArg {
 pub(crate) struct VerifyArgs {
     /// A trusted public key or certificate (PEM). Repeat for several; any
     /// one of them may verify.
-    #[arg(long, value_name = "FILE", required = true)]
+    #[arg(long, value_name = "FILE", required_unless_present = "ca_roots")]
     pub(crate) key: Vec<PathBuf>,
+    /// Trust signatures whose certificate chains to these CA roots (PEM).
+    #[arg(long, value_name = "FILE", requires = "identity_rule")]
+    pub(crate) ca_roots: Option<PathBuf>,
+    /// Extra intermediates (PEM) for --ca-roots.
+    #[arg(long, value_name = "FILE", requires = "ca_roots")]
+    pub(crate) certificate_chain: Option<PathBuf>,
+    /// The identity (URI or email SAN) the certificate must carry.
+    #[arg(
+        long,
+        value_name = "ID",
+        group = "identity_rule",
+        requires = "ca_roots"
+    )]
+    pub(crate) certificate_identity: Option<String>,
+    /// A regular expression the whole identity must match.
+    #[arg(
+        long,
+        value_name = "RE",
+        group = "identity_rule",
+        requires = "ca_roots"
+    )]
+    pub(crate) certificate_identity_regexp: Option<String>,
     /// An annotation the signature payload must carry.
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<(String, String)>,

@@ -67,6 +67,13 @@ pub enum Error {
         scheme: String,
     },
 
+    /// A certificate could not be made, read, or trusted.
+    #[error("certificate: {reason}")]
+    Certificate {
+        /// What is wrong, in one line.
+        reason: String,
+    },
+
     /// A key of an algorithm or curve this crate does not support (RSA,
     /// secp256k1, P-521, Ed448, explicit curve parameters, ...).
     #[error(

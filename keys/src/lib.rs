@@ -42,6 +42,7 @@
 
 mod algorithm;
 mod armor;
+pub mod certificate;
 mod error;
 mod keyfile;
 mod oid;

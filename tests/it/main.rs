@@ -4,6 +4,7 @@
 mod attacks;
 mod attestations;
 mod auth;
+mod certificates;
 mod common;
 mod concurrency;
 mod harness;

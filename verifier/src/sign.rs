@@ -182,6 +182,14 @@ impl Append {
         })
     }
 
+    /// Adds an annotation to the signature layer (a certificate and its
+    /// chain, for instance) before it is written.
+    pub fn annotate(&mut self, key: &str, value: &str) {
+        self.layer
+            .annotations
+            .insert(key.to_owned(), value.to_owned());
+    }
+
     fn done(&self) -> Signed {
         Signed {
             image: self.image.clone(),

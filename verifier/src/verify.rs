@@ -47,7 +47,48 @@ pub struct Requirements {
     pub max_payload_bytes: u64,
     /// Most layers tried.
     pub max_signatures: usize,
+    /// Certificate-based trust: a signature whose layer carries a
+    /// certificate chaining to these roots, for an allowed identity.
+    pub certificates: Option<CertificateRequirements>,
+    /// The time certificates must be valid at (taken once per run).
+    pub now: std::time::SystemTime,
 }
+
+/// Certificate-based trust (your own CA): roots and allowed identities.
+#[derive(Debug, Clone)]
+pub struct CertificateRequirements {
+    /// Trusted CA roots, DER.
+    pub roots: Vec<Vec<u8>>,
+    /// Extra intermediates, DER (besides the layer's chain annotation).
+    pub intermediates: Vec<Vec<u8>>,
+    /// Which SAN identities are accepted.
+    pub identity: CertificateIdentity,
+}
+
+/// The identity a signer's certificate must carry as a URI or email SAN.
+#[derive(Debug, Clone)]
+pub enum CertificateIdentity {
+    /// Exactly this string.
+    Exact(String),
+    /// A match of this regular expression, anchored at both ends.
+    Regex(regex::Regex),
+}
+
+impl CertificateIdentity {
+    fn accepts(&self, id: &str) -> bool {
+        match self {
+            CertificateIdentity::Exact(e) => e == id,
+            CertificateIdentity::Regex(re) => re
+                .find(id)
+                .is_some_and(|m| m.start() == 0 && m.end() == id.len()),
+        }
+    }
+}
+
+/// The annotation holding a signer's certificate (PEM).
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// The annotation holding the certificate's chain (PEM, intermediates then root).
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 
 /// A signature that passed every check.
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +154,11 @@ pub enum Rejection {
         /// What was expected.
         expected: String,
     },
+    /// The signer's certificate is missing, untrusted, or for another identity.
+    CertificateRejected {
+        /// Why.
+        detail: String,
+    },
     /// A required annotation is missing or different.
     AnnotationMismatch {
         /// The annotation key.
@@ -162,6 +208,7 @@ impl fmt::Display for Rejection {
             Rejection::IdentityMismatch { signed, expected } => {
                 write!(f, "signature is for {signed:?}, expected {expected:?}")
             }
+            Rejection::CertificateRejected { detail } => f.write_str(detail),
             Rejection::AnnotationMismatch {
                 key,
                 expected,
@@ -370,11 +417,17 @@ pub fn check_layer(
         .decode(encoded.trim())
         .map_err(|_| Rejection::BadSignatureEncoding)?;
     // The signature is checked before the payload is parsed at all.
-    let key = req
+    let key_id = match req
         .keys
         .iter()
         .find(|k| k.verify(payload, &signature).is_ok())
-        .ok_or(Rejection::NoTrustedKey)?;
+    {
+        Some(k) => k.key_id().to_string(),
+        None => match &req.certificates {
+            Some(c) => check_certificate(layer, payload, &signature, c, req.now)?,
+            None => return Err(Rejection::NoTrustedKey),
+        },
+    };
     let parsed = simple_signing::parse(payload).map_err(|e| Rejection::MalformedPayload {
         detail: e.to_string(),
     })?;
@@ -412,10 +465,58 @@ pub fn check_layer(
     }
     let payload_json = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
     Ok(VerifiedSignature {
-        key_id: key.key_id().to_string(),
+        key_id,
         payload_digest,
         payload: payload_json,
     })
+}
+
+/// Certificate path: the layer's certificate chains to a trusted root
+/// (through its chain annotation and any given intermediates), is valid at
+/// `now`, allows code signing, names an accepted identity, and its key made
+/// the signature. Returns the identity as the signer id.
+fn check_certificate(
+    layer: &Descriptor,
+    payload: &[u8],
+    signature: &[u8],
+    req: &CertificateRequirements,
+    now: std::time::SystemTime,
+) -> Result<String, Rejection> {
+    use marque_keys::certificate::{SignerCertificate, certificates_from_pem};
+    let reject = |detail: String| Rejection::CertificateRejected { detail };
+    let pem = layer
+        .annotations
+        .get(CERTIFICATE_ANNOTATION)
+        .ok_or(Rejection::NoTrustedKey)?;
+    let cert = SignerCertificate::from_pem(pem.as_bytes()).map_err(|e| reject(e.to_string()))?;
+    let mut intermediates = req.intermediates.clone();
+    if let Some(chain) = layer
+        .annotations
+        .get(CHAIN_ANNOTATION)
+        .filter(|c| !c.trim().is_empty())
+    {
+        intermediates
+            .extend(certificates_from_pem(chain.as_bytes()).map_err(|e| reject(e.to_string()))?);
+    }
+    // Roots in the chain annotation are only path candidates: trust comes
+    // from `req.roots` alone.
+    cert.verify_chain(&intermediates, &req.roots, now)
+        .map_err(|e| reject(e.to_string()))?;
+    let identity = cert
+        .identities()
+        .iter()
+        .find(|id| req.identity.accepts(id))
+        .ok_or_else(|| {
+            reject(format!(
+                "identities {:?} are not accepted",
+                cert.identities()
+            ))
+        })?
+        .clone();
+    cert.public_key()
+        .verify(payload, signature)
+        .map_err(|_| reject("the signature was not made with the certificate's key".to_owned()))?;
+    Ok(identity)
 }
 
 fn check_identity(signed: &str, image: &ImageRef, rule: IdentityMatch) -> Result<(), Rejection> {
@@ -490,6 +591,8 @@ mod tests {
             annotations: BTreeMap::new(),
             max_payload_bytes: 1 << 20,
             max_signatures: 1000,
+            certificates: None,
+            now: std::time::SystemTime::now(),
         }
     }
 

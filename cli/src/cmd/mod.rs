@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod attest;
+mod ca;
 mod key;
 mod provenance;
 mod sign;
@@ -12,7 +13,7 @@ use anyhow::Context as _;
 use marque_verifier::registry::{self, Client, ClientOptions};
 
 use crate::Status;
-use crate::args::{Command, KeyCommand, RegistryArgs};
+use crate::args::{CaCommand, Command, KeyCommand, RegistryArgs};
 
 pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
     match command {
@@ -21,6 +22,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
         Command::Sign(args) => sign::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Attest(args) => attest::run(args).await,
+        Command::Ca(CaCommand::Init(args)) => ca::init(args),
+        Command::Ca(CaCommand::IssueSigner(args)) => ca::issue_signer(args),
         Command::VerifyAttestation(args) => attest::verify(args).await,
         Command::Provenance(args) => provenance::run(args),
     }

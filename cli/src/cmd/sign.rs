@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use marque_verifier::sign::{Signed, Unsigned};
+use marque_verifier::verify::{CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION};
 
 use super::Written;
 use serde::Serialize;
@@ -119,19 +120,31 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
     let key = unlocking
         .await
         .context("the key decryption task failed")??;
+    let certificate = match &args.certificate {
+        Some(path) => Some(read_certificate(
+            path,
+            args.certificate_chain.as_deref(),
+            &key,
+        )?),
+        None => None,
+    };
 
     // Phase 2: sign and write every signature. Phase 3: confirm the writes
     // that need it. Each confirmation still waits its own settle delay after
     // its own write, but the delays overlap instead of holding a job each.
     let written: Vec<Result<Written, String>> = futures_util::stream::iter(prepared)
         .map(|prepared| {
-            let (key, bar) = (&key, &bar);
+            let (key, bar, certificate) = (&key, &bar, &certificate);
             async move {
                 let r = async {
                     let Some(prepared) = prepared else {
                         return Err("not started: the key could not be loaded".to_owned());
                     };
                     let mut append = prepared?.sign(key).map_err(|e| e.to_string())?;
+                    if let Some((cert, chain)) = certificate {
+                        append.annotate(CERTIFICATE_ANNOTATION, cert);
+                        append.annotate(CHAIN_ANNOTATION, chain);
+                    }
                     let result = append.write().await.map_err(|e| e.to_string())?;
                     Ok(Written::from_write(append, result))
                 }
@@ -175,4 +188,32 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
     } else {
         Status::Ok
     })
+}
+
+/// Reads the signer's certificate and chain (PEM text), refusing a
+/// certificate for another key.
+fn read_certificate(
+    path: &std::path::Path,
+    chain: Option<&std::path::Path>,
+    key: &marque_keys::SigningKey,
+) -> anyhow::Result<(String, String)> {
+    let pem = super::read_file(path, "certificate")?;
+    let cert = marque_keys::certificate::SignerCertificate::from_pem(&pem)
+        .with_context(|| path.display().to_string())?;
+    if cert.public_key() != key.public_key() {
+        anyhow::bail!(
+            "{}: the certificate is for key {}, not for the signing key {}",
+            path.display(),
+            cert.public_key().key_id(),
+            key.public_key().key_id()
+        );
+    }
+    let chain = match chain {
+        Some(p) => String::from_utf8(super::read_file(p, "certificate chain")?)
+            .with_context(|| format!("{}: not PEM text", p.display()))?,
+        None => String::new(),
+    };
+    let pem =
+        String::from_utf8(pem).with_context(|| format!("{}: not PEM text", path.display()))?;
+    Ok((pem, chain))
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt as _;
 use marque_verifier::ImageRef;
 use marque_verifier::verify::{
-    IdentityMatch, LayerRejection, Report, Requirements, VerifiedSignature,
+    CertificateIdentity, CertificateRequirements, IdentityMatch, LayerRejection, Report,
+    Requirements, VerifiedSignature,
 };
 use serde::Serialize;
 
@@ -66,6 +67,7 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
     let keys = super::load_public_keys(&args.key)?;
 
     let client = super::registry_client(&args.registry)?;
+    let certificates = certificate_requirements(&args)?;
     let req = Requirements {
         keys,
         identity: match args.identity {
@@ -76,6 +78,8 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
         annotations: args.annotations.into_iter().collect::<BTreeMap<_, _>>(),
         max_payload_bytes: client.limits().max_payload_bytes,
         max_signatures: client.limits().max_signatures,
+        certificates,
+        now: std::time::SystemTime::now(),
     };
     let bar = crate::output::progress(images.len(), "verifying");
 
@@ -137,4 +141,43 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
         crate::output::print_json(&entries)?;
     }
     Ok(status)
+}
+
+fn certificate_requirements(args: &VerifyArgs) -> anyhow::Result<Option<CertificateRequirements>> {
+    use anyhow::Context as _;
+    use marque_keys::certificate::certificates_from_pem;
+    let Some(roots_path) = &args.ca_roots else {
+        return Ok(None);
+    };
+    let roots = certificates_from_pem(&super::read_file(roots_path, "CA roots")?)
+        .with_context(|| roots_path.display().to_string())?;
+    if roots.is_empty() {
+        anyhow::bail!(
+            "{}: no CERTIFICATE in the CA roots file",
+            roots_path.display()
+        );
+    }
+    let intermediates = match &args.certificate_chain {
+        Some(p) => certificates_from_pem(&super::read_file(p, "certificate chain")?)
+            .with_context(|| p.display().to_string())?,
+        None => Vec::new(),
+    };
+    let identity = match (
+        &args.certificate_identity,
+        &args.certificate_identity_regexp,
+    ) {
+        (Some(id), _) => CertificateIdentity::Exact(id.clone()),
+        (None, Some(re)) => CertificateIdentity::Regex(
+            regex::Regex::new(re)
+                .with_context(|| format!("--certificate-identity-regexp {re:?}"))?,
+        ),
+        (None, None) => anyhow::bail!(
+            "--ca-roots needs --certificate-identity or --certificate-identity-regexp"
+        ),
+    };
+    Ok(Some(CertificateRequirements {
+        roots,
+        intermediates,
+        identity,
+    }))
 }

@@ -1,0 +1,393 @@
+//! Certificates for signing keys: a private CA (a root and an optional
+//! online intermediate) that issues code-signing certificates, and the
+//! checks a verifier makes on a signer's certificate.
+//!
+//! Certificates are made with rcgen and path-validated with rustls-webpki
+//! (chain to a given root, validity at a given time, the codeSigning
+//! extended key usage, bounded path building); identities are read from
+//! the subject alternative names with x509-parser. Nothing here hand-rolls
+//! X.509.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+use crate::{Algorithm, Error, PublicKey, SigningKey};
+
+/// DER content of the id-kp-codeSigning OID, 1.3.6.1.5.5.7.3.3.
+const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+/// Signature algorithms accepted in certificate chains (ring's ECDSA and
+/// Ed25519; the CA issues P-256).
+static ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
+    webpki::ring::ECDSA_P256_SHA256,
+    webpki::ring::ECDSA_P256_SHA384,
+    webpki::ring::ECDSA_P384_SHA256,
+    webpki::ring::ECDSA_P384_SHA384,
+    webpki::ring::ED25519,
+];
+
+/// Clock skew tolerated when issuing: certificates start this much earlier.
+const BACKDATE: Duration = Duration::from_secs(300);
+
+fn cert_err(reason: impl Into<String>) -> Error {
+    Error::Certificate {
+        reason: reason.into(),
+    }
+}
+
+fn rcgen_key(key: &SigningKey) -> Result<KeyPair, Error> {
+    if key.algorithm() != Algorithm::EcdsaP256Sha256 {
+        return Err(cert_err("CA keys must be ECDSA P-256"));
+    }
+    KeyPair::try_from(key.pkcs8_der()).map_err(|e| cert_err(format!("cannot use the CA key: {e}")))
+}
+
+fn offset(t: SystemTime) -> Result<time::OffsetDateTime, Error> {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| cert_err("time before 1970"))?
+        .as_secs();
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .map_err(|_| cert_err("time out of range"))
+}
+
+fn random_serial() -> Result<SerialNumber, Error> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::Crypto)?;
+    bytes[0] &= 0x7f; // positive
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn ca_params(
+    common_name: &str,
+    not_before: SystemTime,
+    validity: Duration,
+    path_len: u8,
+) -> Result<CertificateParams, Error> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = offset(not_before - BACKDATE)?;
+    params.not_after = offset(not_before + validity)?;
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
+}
+
+/// A CA certificate and its key.
+#[derive(Debug)]
+pub struct CaCertificate {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key: SigningKey,
+}
+
+/// Makes a self-signed root CA (ECDSA P-256) valid from `now` for
+/// `validity`. With `path_len` 1 it may sign one intermediate.
+pub fn new_root(
+    common_name: &str,
+    now: SystemTime,
+    validity: Duration,
+    path_len: u8,
+) -> Result<CaCertificate, Error> {
+    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
+    let kp = rcgen_key(&key)?;
+    let cert = ca_params(common_name, now, validity, path_len)?
+        .self_signed(&kp)
+        .map_err(|e| cert_err(e.to_string()))?;
+    Ok(CaCertificate {
+        cert_pem: cert.pem(),
+        key,
+    })
+}
+
+/// Makes an intermediate CA signed by `issuer`.
+pub fn new_intermediate(
+    issuer: &CaCertificate,
+    common_name: &str,
+    now: SystemTime,
+    validity: Duration,
+) -> Result<CaCertificate, Error> {
+    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
+    let kp = rcgen_key(&key)?;
+    let issuer_kp = rcgen_key(&issuer.key)?;
+    let rc_issuer = Issuer::from_ca_cert_pem(&issuer.cert_pem, issuer_kp)
+        .map_err(|e| cert_err(e.to_string()))?;
+    let cert = ca_params(common_name, now, validity, 0)?
+        .signed_by(&kp, &rc_issuer)
+        .map_err(|e| cert_err(e.to_string()))?;
+    Ok(CaCertificate {
+        cert_pem: cert.pem(),
+        key,
+    })
+}
+
+/// Issues a code-signing certificate for `subject` with `identity` (a URI
+/// or an email address) as its only subject alternative name: EKU
+/// codeSigning, key usage digitalSignature, valid from `not_before` (less
+/// five minutes for clock skew) for `validity`.
+pub fn issue_signer(
+    issuer: &CaCertificate,
+    subject: &PublicKey,
+    identity: &str,
+    not_before: SystemTime,
+    validity: Duration,
+) -> Result<String, Error> {
+    let san = if identity.contains("://") {
+        SanType::URI(
+            identity
+                .try_into()
+                .map_err(|_| cert_err("the identity is not an ASCII URI"))?,
+        )
+    } else if identity.contains('@') {
+        SanType::Rfc822Name(
+            identity
+                .try_into()
+                .map_err(|_| cert_err("the identity is not an ASCII email address"))?,
+        )
+    } else {
+        return Err(cert_err(format!(
+            "identity {identity:?} must be a URI (scheme://…) or an email address"
+        )));
+    };
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, identity);
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![san];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+    params.not_before = offset(not_before.checked_sub(BACKDATE).unwrap_or(not_before))?;
+    params.not_after = offset(not_before + validity)?;
+    params.serial_number = Some(random_serial()?);
+    params.use_authority_key_identifier_extension = true;
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(subject.spki_der())
+        .map_err(|e| cert_err(format!("unsupported subject key: {e}")))?;
+    let issuer_kp = rcgen_key(&issuer.key)?;
+    let rc_issuer = Issuer::from_ca_cert_pem(&issuer.cert_pem, issuer_kp)
+        .map_err(|e| cert_err(e.to_string()))?;
+    let cert = params
+        .signed_by(&spki, &rc_issuer)
+        .map_err(|e| cert_err(e.to_string()))?;
+    Ok(cert.pem())
+}
+
+/// Every `CERTIFICATE` block in `pem`, as DER.
+pub fn certificates_from_pem(pem_bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    let blocks = pem::parse_many(pem_bytes).map_err(|e| cert_err(format!("not PEM: {e}")))?;
+    Ok(blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect())
+}
+
+/// A signer's certificate, parsed.
+#[derive(Debug, Clone)]
+pub struct SignerCertificate {
+    der: Vec<u8>,
+    public_key: PublicKey,
+    identities: Vec<String>,
+    code_signing: bool,
+}
+
+impl SignerCertificate {
+    /// Reads the first certificate in `pem`.
+    pub fn from_pem(pem_bytes: &[u8]) -> Result<SignerCertificate, Error> {
+        let der = certificates_from_pem(pem_bytes)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| cert_err("no CERTIFICATE block"))?;
+        SignerCertificate::from_der(der)
+    }
+
+    /// Reads a DER certificate.
+    pub fn from_der(der: Vec<u8>) -> Result<SignerCertificate, Error> {
+        use x509_parser::extensions::GeneralName;
+        let public_key = PublicKey::from_certificate_der(&der)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| cert_err(format!("malformed certificate: {e}")))?;
+        let mut identities = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::URI(u) => identities.push((*u).to_owned()),
+                    GeneralName::RFC822Name(e) => identities.push((*e).to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let code_signing =
+            matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.code_signing);
+        Ok(SignerCertificate {
+            der,
+            public_key,
+            identities,
+            code_signing,
+        })
+    }
+
+    /// The certified public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public_key
+    }
+
+    /// The URI and email subject alternative names.
+    pub fn identities(&self) -> &[String] {
+        &self.identities
+    }
+
+    /// Checks the certificate chains to one of `roots` through
+    /// `intermediates` (DER), is valid at `at`, and allows code signing.
+    /// Path building is bounded by webpki, so loops and over-long chains
+    /// end in an error.
+    pub fn verify_chain(
+        &self,
+        intermediates: &[Vec<u8>],
+        roots: &[Vec<u8>],
+        at: SystemTime,
+    ) -> Result<(), Error> {
+        let root_ders: Vec<CertificateDer<'_>> = roots
+            .iter()
+            .map(|r| CertificateDer::from(r.as_slice()))
+            .collect();
+        let anchors = root_ders
+            .iter()
+            .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| cert_err(format!("unusable CA root: {e:?}")))?;
+        if anchors.is_empty() {
+            return Err(cert_err("no CA roots given"));
+        }
+        let inter: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let leaf_der = CertificateDer::from(self.der.as_slice());
+        let leaf = webpki::EndEntityCert::try_from(&leaf_der)
+            .map_err(|e| cert_err(format!("malformed certificate: {e:?}")))?;
+        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        leaf.verify_for_usage(
+            ALGORITHMS,
+            &anchors,
+            &inter,
+            UnixTime::since_unix_epoch(secs),
+            // Required-if-present on every certificate in the path (CAs
+            // usually carry no EKU); the leaf's own EKU is required below.
+            webpki::KeyUsage::required_if_present(CODE_SIGNING),
+            None,
+            None,
+        )
+        .map_err(|e| cert_err(describe(&e)))?;
+        if !self.code_signing {
+            return Err(cert_err(
+                "the certificate does not allow code signing (no codeSigning extended key usage)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn describe(e: &webpki::Error) -> String {
+    use webpki::Error as E;
+    match e {
+        E::CertExpired { .. } => "the certificate has expired".to_owned(),
+        E::CertNotValidYet { .. } => "the certificate is not valid yet".to_owned(),
+        E::UnknownIssuer => "the certificate does not chain to a given CA root".to_owned(),
+        E::InvalidSignatureForPublicKey => {
+            "the certificate does not chain to a given CA root (an issuer of that name signed with another key)".to_owned()
+        }
+        E::RequiredEkuNotFoundContext(_) => {
+            "the certificate does not allow code signing (no codeSigning extended key usage)".to_owned()
+        }
+        E::MaximumPathDepthExceeded | E::MaximumPathBuildCallsExceeded | E::MaximumSignatureChecksExceeded => {
+            "the certificate chain is too deep or loops".to_owned()
+        }
+        other => format!("the certificate chain is not valid: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn setup() -> (CaCertificate, CaCertificate, SigningKey) {
+        let now = SystemTime::now();
+        let root = new_root("marque test root", now, 3650 * DAY, 1).unwrap();
+        let inter = new_intermediate(&root, "marque test intermediate", now, 365 * DAY).unwrap();
+        let signer = SigningKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        (root, inter, signer)
+    }
+
+    fn der(pem: &str) -> Vec<Vec<u8>> {
+        certificates_from_pem(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn issue_and_verify_through_an_intermediate() {
+        let (root, inter, signer) = setup();
+        let now = SystemTime::now();
+        let pem = issue_signer(
+            &inter,
+            signer.public_key(),
+            "https://ci.example.com/release",
+            now,
+            DAY,
+        )
+        .unwrap();
+        let cert = SignerCertificate::from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(cert.public_key(), signer.public_key());
+        assert_eq!(cert.identities(), ["https://ci.example.com/release"]);
+        cert.verify_chain(&der(&inter.cert_pem), &der(&root.cert_pem), now)
+            .unwrap();
+        // Without the intermediate, or against another root: refused.
+        assert!(cert.verify_chain(&[], &der(&root.cert_pem), now).is_err());
+        let other = new_root("other", now, DAY, 1).unwrap();
+        let err = cert
+            .verify_chain(&der(&inter.cert_pem), &der(&other.cert_pem), now)
+            .unwrap_err();
+        assert!(err.to_string().contains("does not chain"), "{err}");
+        // Outside its validity.
+        let err = cert
+            .verify_chain(&der(&inter.cert_pem), &der(&root.cert_pem), now + 2 * DAY)
+            .unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        let err = cert
+            .verify_chain(&der(&inter.cert_pem), &der(&root.cert_pem), now - DAY)
+            .unwrap_err();
+        assert!(err.to_string().contains("not valid yet"), "{err}");
+        // Email identities.
+        let pem =
+            issue_signer(&root, signer.public_key(), "release@example.com", now, DAY).unwrap();
+        let cert = SignerCertificate::from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(cert.identities(), ["release@example.com"]);
+        cert.verify_chain(&[], &der(&root.cert_pem), now).unwrap();
+        assert!(issue_signer(&root, signer.public_key(), "no-scheme", now, DAY).is_err());
+    }
+
+    #[test]
+    fn a_ca_certificate_is_not_a_code_signing_certificate() {
+        let (root, inter, _) = setup();
+        let cert = SignerCertificate::from_pem(inter.cert_pem.as_bytes()).unwrap();
+        assert!(
+            cert.verify_chain(&[], &der(&root.cert_pem), SystemTime::now())
+                .is_err()
+        );
+    }
+}
