@@ -245,3 +245,60 @@ fn a_certificate_without_code_signing_or_for_another_key() {
         out.stderr
     );
 }
+
+/// cosign 2.5 accepts marque's certificate signatures with its private-PKI
+/// flags. It needs an OIDC issuer rule even for private certificates
+/// (`--certificate-oidc-issuer-regexp '.*'` accepts the absent Fulcio
+/// issuer extension) and `--insecure-ignore-sct` (no CT log here).
+#[test]
+fn cosign_verifies_marque_certificate_signatures() {
+    let Some(img) = image("cert-cosign") else {
+        return;
+    };
+    let Some(cosign) = support::peers::cosign() else {
+        return;
+    };
+    let pki = Pki::new();
+    let cert = pki.issue("signer.crt", ID, &[]);
+    pki.sign(&cert, &img).expect_code(0);
+    let run = |trust: &[&str], identity: &str| {
+        let out = std::process::Command::new(&cosign)
+            .arg("verify")
+            .args(trust)
+            .args([
+                "--certificate-identity",
+                identity,
+                "--certificate-oidc-issuer-regexp",
+                ".*",
+            ])
+            .args([
+                "--insecure-ignore-tlog=true",
+                "--insecure-ignore-sct=true",
+                &img,
+            ])
+            .env("HOME", pki.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let chain = pki.path("ca/chain.pem");
+    let root = pki.path("ca/root.crt");
+    let inter = pki.path("ca/intermediate.crt");
+    let with_chain = ["--certificate-chain", chain.to_str().unwrap()];
+    let with_roots = [
+        "--ca-roots",
+        root.to_str().unwrap(),
+        "--ca-intermediates",
+        inter.to_str().unwrap(),
+    ];
+    let (ok, err) = run(&with_chain, ID);
+    assert!(ok, "cosign --certificate-chain: {err}");
+    let (ok, err) = run(&with_roots, ID);
+    assert!(ok, "cosign --ca-roots: {err}");
+    let (ok, _) = run(&with_roots, "https://ci.example.com/other");
+    assert!(!ok, "cosign must refuse another identity");
+}
