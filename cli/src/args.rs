@@ -145,6 +145,9 @@ pub(crate) struct AttestArgs {
     /// The predicate type: a cosign short name or a URI.
     #[arg(long = "type", value_name = "TYPE", default_value = "custom")]
     pub(crate) predicate_type: String,
+    /// Where to store the attestation.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) attach: Attach,
     /// How many images to attest at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) jobs: u16,
@@ -295,6 +298,19 @@ pub(crate) struct RegistryArgs {
     pub(crate) timeout: u64,
 }
 
+/// Where new signatures and attestations are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Attach {
+    /// cosign's `sha256-<hex>.sig` / `.att` tags (read by every cosign and
+    /// by skopeo/podman).
+    #[default]
+    Legacy,
+    /// OCI 1.1 referrers holding Sigstore bundles, as cosign 3 writes them
+    /// (with the `sha256-<hex>` fallback index where the registry has no
+    /// referrers API).
+    Referrers,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub(crate) enum OutputFormat {
     /// Human-readable summary on stderr.
@@ -312,6 +328,9 @@ pub(crate) struct SignArgs {
     /// An annotation to add to the payload's `optional` section.
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<(String, String)>,
+    /// Where to store the signature.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) attach: Attach,
     /// A certificate for the key (PEM), attached as cosign does.
     #[arg(long, value_name = "FILE")]
     pub(crate) certificate: Option<PathBuf>,

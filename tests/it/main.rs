@@ -11,5 +11,7 @@ mod harness;
 mod interop;
 mod keys_cli;
 mod layout;
+mod referrers;
+mod referrers_api;
 mod sign_verify;
 mod support;

@@ -122,7 +122,8 @@ impl AttestationReport {
     }
 }
 
-/// Verifies `image`'s attestations. `Err` is inconclusive (could not fetch).
+/// Verifies `image`'s attestations: the legacy `.att` tag, then, when it
+/// gave none, bundle referrers. `Err` is inconclusive (could not fetch).
 pub async fn verify(
     repo: &Repository,
     image: &ImageRef,
@@ -137,18 +138,63 @@ pub async fn verify(
         rejected: Vec::new(),
         problem: None,
     };
-    let manifest = match repo.fetch_manifest(ManifestRef::Tag(&tag)).await {
+    verify_legacy(repo, &digest, &tag, req, &mut report).await?;
+    if report.verified.is_empty() {
+        let (found, rejected) = crate::referrers::verify(
+            repo,
+            &digest,
+            &req.keys,
+            &req.predicate_type,
+            req.max_layers,
+            req.max_envelope_bytes,
+        )
+        .await?;
+        let none_found = report
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with("no attestations found"));
+        if none_found && (!found.is_empty() || !rejected.is_empty()) {
+            report.problem = None;
+        }
+        report
+            .verified
+            .extend(found.into_iter().map(|r| VerifiedAttestation {
+                key_id: r.key_id,
+                envelope_digest: r.referrer,
+                statement: r.statement,
+            }));
+        report.rejected.extend(
+            rejected
+                .into_iter()
+                .enumerate()
+                .map(|(i, (referrer, reason))| AttestationRejection {
+                    index: i,
+                    reason: format!("referrer {referrer}: {reason}"),
+                }),
+        );
+    }
+    Ok(report)
+}
+
+async fn verify_legacy(
+    repo: &Repository,
+    digest: &Digest,
+    tag: &str,
+    req: &AttestationRequirements,
+    report: &mut AttestationReport,
+) -> Result<(), RegistryError> {
+    let manifest = match repo.fetch_manifest(ManifestRef::Tag(tag)).await {
         Ok(Some(m)) => m,
         Ok(None) => {
             report.problem = Some(format!(
-                "no attestations found (no {tag} in {})",
+                "no attestations found (no {tag} and no referrers in {})",
                 repo.name()
             ));
-            return Ok(report);
+            return Ok(());
         }
         Err(e @ (RegistryError::TooLarge { .. } | RegistryError::DigestMismatch { .. })) => {
             report.problem = Some(format!("attestation manifest {tag} is unusable: {e}"));
-            return Ok(report);
+            return Ok(());
         }
         Err(e) => return Err(e),
     };
@@ -156,7 +202,7 @@ pub async fn verify(
         Ok(m) => m,
         Err(e) => {
             report.problem = Some(format!("attestation manifest {tag} is unusable: {e}"));
-            return Ok(report);
+            return Ok(());
         }
     };
     for (index, layer) in parsed.layers.iter().take(req.max_layers).enumerate() {
@@ -167,7 +213,7 @@ pub async fn verify(
                 continue;
             }
         };
-        match check_envelope(&blob, &digest, req) {
+        match check_envelope(&blob, digest, req) {
             Ok(v) => report.verified.push(VerifiedAttestation {
                 envelope_digest: Digest::of(&blob),
                 ..v
@@ -178,7 +224,7 @@ pub async fn verify(
     if parsed.layers.is_empty() {
         report.problem = Some(format!("attestation manifest {tag} has no layers"));
     }
-    Ok(report)
+    Ok(())
 }
 
 async fn fetch_envelope(

@@ -16,6 +16,7 @@ pub mod artifact;
 pub mod attest;
 pub mod digest;
 pub mod reference;
+pub mod referrers;
 pub mod registry;
 pub mod sign;
 pub mod verify;

@@ -436,7 +436,7 @@ fn is_same_signer(
 
 /// How long to wait before confirming that a write survived: several times
 /// another writer's check-then-write window, which is about as long as ours.
-fn settle_delay(window: Duration) -> Duration {
+pub(crate) fn settle_delay(window: Duration) -> Duration {
     // The floor covers a writer that is descheduled between its check and
     // its write (16 signer processes on 2 cores stall each other for tens
     // of milliseconds); in a batch the delays overlap, so it costs little.
@@ -445,7 +445,7 @@ fn settle_delay(window: Duration) -> Duration {
 }
 
 /// A random duration in `[0, max)`.
-fn jitter(max: Duration) -> Duration {
+pub(crate) fn jitter(max: Duration) -> Duration {
     let nanos = max.as_nanos().max(1) as u64;
     let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
     Duration::from_nanos(random % nanos)

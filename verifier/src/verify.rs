@@ -233,6 +233,15 @@ pub struct LayerRejection {
     pub reason: Rejection,
 }
 
+/// One rejected bundle referrer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferrerRejection {
+    /// The referrer manifest's digest.
+    pub referrer: String,
+    /// Why it did not count.
+    pub reason: String,
+}
+
 /// The result of verifying one image. Only a [`Report`] whose
 /// [`Report::is_verified`] is true means the image may be trusted.
 #[derive(Debug, Clone, Serialize)]
@@ -247,6 +256,9 @@ pub struct Report {
     pub verified: Vec<VerifiedSignature>,
     /// Signatures that did not, and why.
     pub rejected: Vec<LayerRejection>,
+    /// Bundle referrers that did not count, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers_rejected: Vec<ReferrerRejection>,
     /// Set when the image has no usable signature manifest at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -267,6 +279,11 @@ impl Report {
             .rejected
             .iter()
             .map(|r| format!("signature {}: {}", r.index, r.reason))
+            .chain(
+                self.referrers_rejected
+                    .iter()
+                    .map(|r| format!("referrer {}: {}", r.referrer, r.reason)),
+            )
             .collect();
         format!("no valid signature ({})", reasons.join("; "))
     }
@@ -288,18 +305,84 @@ pub async fn verify_image(
         signature_tag: tag.clone(),
         verified: Vec::new(),
         rejected: Vec::new(),
+        referrers_rejected: Vec::new(),
         problem: None,
     };
-    let manifest = match repo.fetch_manifest(ManifestRef::Tag(&tag)).await {
+    let legacy = verify_legacy(repo, image, &digest, &tag, req, &mut report).await?;
+    // Any valid signature is enough, so referrers (cosign 3's bundles) are
+    // read only when the legacy tag gave none: no extra requests for images
+    // signed the legacy way.
+    if report.verified.is_empty() {
+        if req.annotations.is_empty() {
+            let (found, rejected) = crate::referrers::verify(
+                repo,
+                &digest,
+                &req.keys,
+                crate::artifact::referrer::SIGN_PREDICATE_TYPE,
+                req.max_signatures,
+                req.max_payload_bytes,
+            )
+            .await?;
+            let any_referrers = !found.is_empty() || !rejected.is_empty();
+            report
+                .verified
+                .extend(found.into_iter().map(|r| VerifiedSignature {
+                    key_id: r.key_id,
+                    payload_digest: r.referrer,
+                    payload: r.statement,
+                }));
+            report.referrers_rejected.extend(
+                rejected
+                    .into_iter()
+                    .map(|(referrer, reason)| ReferrerRejection { referrer, reason }),
+            );
+            if any_referrers
+                && report
+                    .problem
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("no signatures found"))
+            {
+                report.problem = None;
+            }
+        } else if legacy == Legacy::Absent {
+            report.problem = Some(format!(
+                "no signatures found (no {tag} in {}; required annotations are only carried by legacy signatures)",
+                repo.name()
+            ));
+        }
+    }
+    Ok(report)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Legacy {
+    Absent,
+    Present,
+}
+
+/// The legacy `.sig` tag: every layer ends in `report.verified` or
+/// `report.rejected`.
+async fn verify_legacy(
+    repo: &Repository,
+    image: &ImageRef,
+    digest: &Digest,
+    tag: &str,
+    req: &Requirements,
+    report: &mut Report,
+) -> Result<Legacy, RegistryError> {
+    let manifest = match repo.fetch_manifest(ManifestRef::Tag(tag)).await {
         Ok(Some(m)) => m,
         Ok(None) => {
-            report.problem = Some(format!("no signatures found (no {tag} in {})", repo.name()));
-            return Ok(report);
+            report.problem = Some(format!(
+                "no signatures found (no {tag} and no referrers in {})",
+                repo.name()
+            ));
+            return Ok(Legacy::Absent);
         }
         // Evidence that is there but bad is a rejection, not an outage.
         Err(e @ (RegistryError::TooLarge { .. } | RegistryError::DigestMismatch { .. })) => {
             report.problem = Some(format!("signature manifest {tag} is unusable: {e}"));
-            return Ok(report);
+            return Ok(Legacy::Present);
         }
         Err(e) => return Err(e),
     };
@@ -307,16 +390,16 @@ pub async fn verify_image(
         Ok(m) => m,
         Err(e) => {
             report.problem = Some(format!("signature manifest {tag} is unusable: {e}"));
-            return Ok(report);
+            return Ok(Legacy::Present);
         }
     };
     // The payloads cosign and marque write for this image, byte for byte.
     // A layer whose digest matches one of them needs no fetch: those are the
     // bytes with that digest, exactly what a fetch would have to return.
-    let expected = expected_payloads(image, &digest, req);
+    let expected = expected_payloads(image, digest, req);
     for (index, layer) in parsed.layers.iter().take(req.max_signatures).enumerate() {
         let outcome = match fetch_payload(repo, layer, req, &expected).await? {
-            Ok(payload) => check_layer(layer, &payload, &digest, image, req),
+            Ok(payload) => check_layer(layer, &payload, digest, image, req),
             Err(reason) => Err(reason),
         };
         match outcome {
@@ -331,7 +414,7 @@ pub async fn verify_image(
     if parsed.layers.is_empty() {
         report.problem = Some(format!("signature manifest {tag} has no signatures"));
     }
-    Ok(report)
+    Ok(Legacy::Present)
 }
 
 /// Fetches a layer's payload. The outer `Err` is inconclusive (network);

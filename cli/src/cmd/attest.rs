@@ -84,6 +84,19 @@ pub(super) async fn run(args: AttestArgs) -> anyhow::Result<Status> {
     };
     let key = super::load_signing_key(&args.key, args.password.password_file.as_deref())?;
     let client = super::registry_client(&args.registry)?;
+    if args.attach == crate::args::Attach::Referrers {
+        let entries = super::attach_referrers(
+            &client,
+            &images,
+            &key,
+            &predicate_type,
+            &predicate,
+            true,
+            usize::from(args.jobs),
+        )
+        .await;
+        return super::finish_referrers(entries, args.output == OutputFormat::Json);
+    }
     let max = client.limits().max_signatures;
     let bar = crate::output::progress(images.len(), "attesting");
 

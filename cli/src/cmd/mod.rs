@@ -143,3 +143,100 @@ impl Written {
         }
     }
 }
+
+/// One image in `--attach referrers` JSON output.
+#[derive(serde::Serialize)]
+struct ReferrerEntry {
+    image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referrer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundle: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback_index: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Signs a statement about each image and attaches it as a bundle
+/// referrer, `jobs` at a time.
+async fn attach_referrers(
+    client: &marque_verifier::registry::Client,
+    images: &[marque_verifier::ImageRef],
+    key: &marque_keys::SigningKey,
+    predicate_type: &str,
+    predicate: &serde_json::Value,
+    named_subject: bool,
+    jobs: usize,
+) -> Vec<ReferrerEntry> {
+    use futures_util::StreamExt as _;
+    let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let bar = crate::output::progress(images.len(), "attaching");
+    let entries = futures_util::stream::iter(images.iter())
+        .map(|image| {
+            let (created, bar) = (&created, &bar);
+            async move {
+                let repo = client.repository(image);
+                let name = if named_subject {
+                    image.identity()
+                } else {
+                    String::new()
+                };
+                let r = marque_verifier::referrers::attach(
+                    &repo,
+                    image,
+                    key,
+                    predicate_type,
+                    predicate.clone(),
+                    &name,
+                    created,
+                )
+                .await;
+                bar.inc(1);
+                match r {
+                    Ok(a) => {
+                        bar.suspend(|| {
+                            eprintln!("Attached {} as referrer {}", a.image, a.referrer)
+                        });
+                        ReferrerEntry {
+                            image: image.to_string(),
+                            digest: Some(a.digest.to_string()),
+                            referrer: Some(a.referrer.to_string()),
+                            bundle: Some(a.bundle.to_string()),
+                            fallback_index: Some(a.fallback_index),
+                            error: None,
+                        }
+                    }
+                    Err(e) => {
+                        bar.suspend(|| eprintln!("Error attaching to {image}: {e}"));
+                        ReferrerEntry {
+                            image: image.to_string(),
+                            digest: None,
+                            referrer: None,
+                            bundle: None,
+                            fallback_index: None,
+                            error: Some(e.to_string()),
+                        }
+                    }
+                }
+            }
+        })
+        .buffered(jobs)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    entries
+}
+
+fn finish_referrers(entries: Vec<ReferrerEntry>, json: bool) -> anyhow::Result<Status> {
+    if json {
+        crate::output::print_json(&entries)?;
+    }
+    Ok(if entries.iter().any(|e| e.error.is_some()) {
+        Status::Error
+    } else {
+        Status::Ok
+    })
+}

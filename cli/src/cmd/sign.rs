@@ -15,7 +15,7 @@ use super::Written;
 use serde::Serialize;
 
 use crate::Status;
-use crate::args::{OutputFormat, SignArgs};
+use crate::args::{Attach, OutputFormat, SignArgs};
 
 #[derive(Serialize)]
 struct Entry {
@@ -80,6 +80,26 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
         .iter()
         .map(|s| ImageRef::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.attach == Attach::Referrers {
+        if !args.annotations.is_empty() || args.certificate.is_some() {
+            anyhow::bail!(
+                "--attach referrers does not take -a annotations or --certificate yet; use --attach legacy"
+            );
+        }
+        let key = super::load_signing_key(&args.key, args.password.password_file.as_deref())?;
+        let client = super::registry_client(&args.registry)?;
+        let entries = super::attach_referrers(
+            &client,
+            &images,
+            &key,
+            marque_verifier::artifact::referrer::SIGN_PREDICATE_TYPE,
+            &serde_json::json!({}),
+            false,
+            usize::from(args.jobs),
+        )
+        .await;
+        return super::finish_referrers(entries, args.output == OutputFormat::Json);
+    }
     // Read the key file and get its password now; decrypt it (scrypt, about
     // 0.2 s) on a blocking thread while the payloads are uploaded.
     let locked = super::open_signing_key(&args.key, args.password.password_file.as_deref())?;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt as _;
 use marque_verifier::ImageRef;
 use marque_verifier::verify::{
-    CertificateIdentity, CertificateRequirements, IdentityMatch, LayerRejection, Report,
-    Requirements, VerifiedSignature,
+    CertificateIdentity, CertificateRequirements, IdentityMatch, LayerRejection, ReferrerRejection,
+    Report, Requirements, VerifiedSignature,
 };
 use serde::Serialize;
 
@@ -24,6 +24,8 @@ struct Entry {
     signature_tag: Option<String>,
     signatures: Vec<VerifiedSignature>,
     rejected: Vec<LayerRejection>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    referrers_rejected: Vec<ReferrerRejection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     problem: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,6 +41,7 @@ impl Entry {
             signature_tag: Some(report.signature_tag),
             signatures: report.verified,
             rejected: report.rejected,
+            referrers_rejected: report.referrers_rejected,
             problem: report.problem,
             error: None,
         }
@@ -52,6 +55,7 @@ impl Entry {
             signature_tag: None,
             signatures: Vec::new(),
             rejected: Vec::new(),
+            referrers_rejected: Vec::new(),
             problem: None,
             error: Some(error),
         }

@@ -12,6 +12,7 @@
 pub(crate) mod http;
 pub(crate) mod image;
 pub(crate) mod peers;
+pub(crate) mod referrers_registry;
 pub(crate) mod registry;
 
 pub(crate) use image::{

@@ -6,6 +6,7 @@
 pub mod dsse;
 pub mod intoto;
 pub mod manifest;
+pub mod referrer;
 pub mod simple_signing;
 
 /// OCI image manifest media type.

@@ -16,6 +16,7 @@ use std::time::Duration;
 pub use layout::OciLayout;
 pub use remote::RemoteRegistry;
 
+use crate::artifact::referrer::ReferrersIndex;
 use crate::digest::Digest;
 use crate::reference::{ImageRef, RegistryRef};
 
@@ -348,6 +349,50 @@ impl Repository {
                     (_, false) => Ok(TagUpdate::Conflict),
                 }
             }
+        }
+    }
+
+    /// Pushes a referrer manifest by digest. `true` when the registry
+    /// indexed its subject itself (it answered `OCI-Subject`); otherwise
+    /// the caller must update the fallback index.
+    pub async fn push_referrer(&self, bytes: Vec<u8>) -> Result<(Digest, bool), RegistryError> {
+        let digest = Digest::of(&bytes);
+        match self {
+            Repository::Remote { remote, reference } => {
+                remote
+                    .put_manifest(
+                        reference,
+                        digest.as_str(),
+                        bytes,
+                        crate::artifact::OCI_MANIFEST,
+                    )
+                    .await
+            }
+            Repository::Layout(layout) => Ok((layout.push_blob(bytes).await?, false)),
+        }
+    }
+
+    /// The referrers of `subject`: from the referrers API where the
+    /// registry has one, else from the fallback index under `sha256-<hex>`.
+    /// A fallback tag that is not an index (some registries answer with the
+    /// image itself) counts as no referrers.
+    pub async fn referrers(&self, subject: &Digest) -> Result<ReferrersIndex, RegistryError> {
+        if let Repository::Remote { remote, reference } = self
+            && let Some(bytes) = remote.referrers(reference, subject).await?
+        {
+            return ReferrersIndex::parse(&bytes).map_err(RegistryError::Protocol);
+        }
+        let tag = crate::artifact::referrer::fallback_tag(subject);
+        match self.fetch_manifest(ManifestRef::Tag(&tag)).await? {
+            None => Ok(ReferrersIndex::empty()),
+            Some(m) if m.digest == *subject => Ok(ReferrersIndex::empty()),
+            Some(m) => match ReferrersIndex::parse(&m.bytes) {
+                Ok(index) => Ok(index),
+                Err(e) => {
+                    tracing::warn!(%tag, "ignoring the referrers fallback tag: {e}");
+                    Ok(ReferrersIndex::empty())
+                }
+            },
         }
     }
 

@@ -443,6 +443,44 @@ impl RemoteRegistry {
         bytes: Vec<u8>,
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
+        self.put_manifest(r, tag, bytes, media_type)
+            .await
+            .map(|(d, _)| d)
+    }
+
+    /// Lists referrers of `digest` through the referrers API; `None` when
+    /// the registry does not have the API (it answers 404).
+    pub(super) async fn referrers(
+        &self,
+        r: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let url = self.url(r, &format!("referrers/{digest}"));
+        let accept = (ACCEPT, HeaderValue::from_static(crate::artifact::OCI_INDEX));
+        let resp = self
+            .send(r, Access::Pull, Method::GET, &url, &[accept], None)
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            status => return Err(status_error("GET", &url, status, body_snippet(resp).await)),
+        }
+        let what = format!("referrers index of {}@{digest}", r.repository());
+        read_bounded(resp, self.limits.max_manifest_bytes, &what, r)
+            .await
+            .map(Some)
+    }
+
+    /// PUTs a manifest; also says whether the registry answered with
+    /// `OCI-Subject`, i.e. indexed the manifest's subject for the
+    /// referrers API itself.
+    pub(super) async fn put_manifest(
+        &self,
+        r: &RegistryRef,
+        tag: &str,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<(Digest, bool), RegistryError> {
         let digest = Digest::of(&bytes);
         let url = self.url(r, &format!("manifests/{tag}"));
         let content_type = HeaderValue::from_str(media_type)
@@ -473,7 +511,8 @@ impl RemoteRegistry {
                 actual: stored,
             });
         }
-        Ok(digest)
+        let subject_indexed = resp.headers().contains_key("oci-subject");
+        Ok((digest, subject_indexed))
     }
 }
 
