@@ -434,3 +434,77 @@ fn native_referrers_api() {
     )
     .expect_code(0);
 }
+
+/// marque reads what `cosign attest --new-bundle-format` (cosign 2.5)
+/// writes: a bundle referrer listed in the fallback index with the empty
+/// config type as its artifactType (cosign#4422) and a v0.1 statement.
+#[test]
+fn marque_verifies_cosign_bundle_attestations() {
+    let Some(i) = img("ref-cosign") else { return };
+    let Some(cosign) = support::peers::cosign() else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        let out = Command::new(&cosign)
+            .args(args)
+            .current_dir(i.dir.path())
+            .env("HOME", i.dir.path())
+            .env("COSIGN_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cosign {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["generate-key-pair", "--output-key-prefix", "ck"]);
+    let prov = i.dir.path().join("prov.json");
+    marque(
+        &[
+            "provenance",
+            "--builder-id",
+            "https://ci.example.com/b",
+            "--build-type",
+            "https://ci.example.com/t",
+            "--output",
+            prov.to_str().unwrap(),
+        ],
+        &[("GITHUB_ACTIONS", ""), ("GITLAB_CI", "")],
+    )
+    .expect_code(0);
+    run(&[
+        "attest",
+        "--key",
+        "ck.key",
+        "--new-bundle-format",
+        "--type",
+        "slsaprovenance1",
+        "--predicate",
+        prov.to_str().unwrap(),
+        "--tlog-upload=false",
+        "-y",
+        &i.reference(),
+    ]);
+    assert!(i.fallback().is_some(), "cosign wrote the fallback index");
+    let ck = i.dir.path().join("ck.pub");
+    let out = marque(
+        &[
+            "verify-attestation",
+            "--key",
+            ck.to_str().unwrap(),
+            "--type",
+            "slsaprovenance1",
+            "-o",
+            "json",
+            &i.reference(),
+        ],
+        &[],
+    );
+    out.expect_code(0);
+    assert_eq!(
+        out.json()[0]["attestations"][0]["statement"]["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+}
