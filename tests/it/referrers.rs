@@ -508,3 +508,84 @@ fn marque_verifies_cosign_bundle_attestations() {
         "https://slsa.dev/provenance/v1"
     );
 }
+
+/// cosign 2.5 accepts marque's bundle attestations:
+/// `verify-attestation --new-bundle-format`, offline thanks to an empty
+/// trusted root (its bundle path otherwise fetches Sigstore's TUF root).
+#[test]
+fn cosign_verifies_marque_bundle_attestations() {
+    let Some(i) = img("ref-to-cosign") else {
+        return;
+    };
+    let Some(cosign) = support::peers::cosign() else {
+        return;
+    };
+    let prov = i.dir.path().join("prov.json");
+    marque(
+        &[
+            "provenance",
+            "--builder-id",
+            "https://ci.example.com/b",
+            "--build-type",
+            "https://ci.example.com/t",
+            "--output",
+            prov.to_str().unwrap(),
+        ],
+        &[("GITHUB_ACTIONS", ""), ("GITLAB_CI", "")],
+    )
+    .expect_code(0);
+    marque(
+        &[
+            "attest",
+            "--key",
+            i.key.to_str().unwrap(),
+            "--attach",
+            "referrers",
+            "--type",
+            "slsaprovenance1",
+            "--predicate",
+            prov.to_str().unwrap(),
+            &i.reference(),
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let trusted_root = i.dir.path().join("trusted_root.json");
+    std::fs::write(
+        &trusted_root,
+        r#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1","tlogs":[],"certificateAuthorities":[],"ctlogs":[],"timestampAuthorities":[]}"#,
+    )
+    .unwrap();
+    let verify = |key: &std::path::Path| {
+        Command::new(&cosign)
+            .args([
+                "verify-attestation",
+                "--key",
+                key.to_str().unwrap(),
+                "--new-bundle-format",
+                "--trusted-root",
+            ])
+            .arg(&trusted_root)
+            .args([
+                "--type",
+                "slsaprovenance1",
+                "--insecure-ignore-tlog=true",
+                &i.reference(),
+            ])
+            .env("HOME", i.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = verify(&i.public);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, other) = plain_key(i.dir.path(), "other");
+    assert!(
+        !verify(&other).status.success(),
+        "cosign must refuse another key"
+    );
+}
