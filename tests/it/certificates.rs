@@ -302,3 +302,52 @@ fn cosign_verifies_marque_certificate_signatures() {
     let (ok, _) = run(&with_roots, "https://ci.example.com/other");
     assert!(!ok, "cosign must refuse another identity");
 }
+
+/// A certificate inside a Sigstore bundle (`--attach referrers`): the
+/// bundle carries the leaf only, so the verifier names the intermediates.
+#[test]
+fn certificate_signatures_as_referrers() {
+    let Some(img) = image("cert-referrer") else {
+        return;
+    };
+    let pki = Pki::new();
+    let cert = pki.issue("signer.crt", ID, &[]);
+    marque(
+        &[
+            "sign",
+            "--key",
+            pki.key.to_str().unwrap(),
+            "--certificate",
+            cert.to_str().unwrap(),
+            "--attach",
+            "referrers",
+            &img,
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let root = pki.path("ca/root.crt");
+    let inter = pki.path("ca/intermediate.crt");
+    let chain = ["--certificate-chain", inter.to_str().unwrap()];
+    let out = pki.verify(
+        &root,
+        &[&["--certificate-identity", ID][..], &chain].concat(),
+        &img,
+    );
+    out.expect_code(0);
+    assert_eq!(out.json()[0]["signatures"][0]["key_id"], ID);
+    let out = pki.verify(
+        &root,
+        &[
+            &["--certificate-identity", "mailto:other@example.com"][..],
+            &chain,
+        ]
+        .concat(),
+        &img,
+    );
+    out.expect_code(1);
+    assert!(out.stderr.contains("not accepted"), "{}", out.stderr);
+    // Without the intermediate the path cannot be built.
+    pki.verify(&root, &["--certificate-identity", ID], &img)
+        .expect_code(1);
+}

@@ -140,10 +140,14 @@ pub async fn verify(
     };
     verify_legacy(repo, &digest, &tag, req, &mut report).await?;
     if report.verified.is_empty() {
+        let trust = crate::referrers::Trust {
+            keys: &req.keys,
+            certificates: None,
+        };
         let (found, rejected) = crate::referrers::verify(
             repo,
             &digest,
-            &req.keys,
+            &trust,
             &req.predicate_type,
             req.max_layers,
             req.max_envelope_bytes,

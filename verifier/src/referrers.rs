@@ -50,6 +50,7 @@ pub async fn attach(
     predicate: serde_json::Value,
     subject_name: &str,
     created: &str,
+    certificate: Option<&[u8]>,
 ) -> Result<Attached, SignError> {
     let digest = repo.resolve(image).await?;
     let subject_manifest = repo
@@ -70,7 +71,12 @@ pub async fn attach(
     };
     let statement = Statement::new(subject_name, &digest, predicate_type, predicate);
     let envelope = dsse::sign(dsse::IN_TOTO_PAYLOAD_TYPE, &statement.to_bytes(), key)?;
-    let bundle = referrer::bundle(&envelope, key.public_key().key_id().as_str())
+    let key_id = key.public_key().key_id().to_string();
+    let material = match certificate {
+        Some(der) => referrer::Material::Certificate(der),
+        None => referrer::Material::KeyHint(&key_id),
+    };
+    let bundle = referrer::bundle(&envelope, material)
         .map_err(|e| RegistryError::Protocol(format!("cannot encode the bundle: {e}")))?;
     let manifest = ReferrerManifest::new(subject, &bundle, predicate_type, created);
     let bytes = manifest.to_bytes();
@@ -184,7 +190,7 @@ pub struct VerifiedReferrer {
 pub async fn verify(
     repo: &Repository,
     digest: &Digest,
-    keys: &[PublicKey],
+    trust: &Trust<'_>,
     predicate_type: &str,
     max_referrers: usize,
     max_bundle_bytes: u64,
@@ -217,7 +223,7 @@ pub async fn verify(
             repo,
             digest,
             &ref_digest,
-            keys,
+            trust,
             predicate_type,
             max_bundle_bytes,
         )
@@ -234,7 +240,7 @@ async fn check_referrer(
     repo: &Repository,
     subject: &Digest,
     referrer_digest: &Digest,
-    keys: &[PublicKey],
+    trust: &Trust<'_>,
     predicate_type: &str,
     max_bundle_bytes: u64,
 ) -> Result<Result<VerifiedReferrer, String>, RegistryError> {
@@ -284,7 +290,7 @@ async fn check_referrer(
         Err(e) => return Err(e),
     };
     Ok(
-        check_bundle(&bytes, subject, keys, predicate_type).map(|(key_id, statement)| {
+        check_bundle(&bytes, subject, trust, predicate_type).map(|(key_id, statement)| {
             VerifiedReferrer {
                 key_id,
                 referrer: referrer_digest.clone(),
@@ -294,21 +300,60 @@ async fn check_referrer(
     )
 }
 
-/// Decides one bundle: DSSE signature by a trusted key, statement about
-/// `subject`, predicate type. Pure.
+/// Who may have signed a bundle.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    /// Trusted public keys.
+    pub keys: &'a [PublicKey],
+    /// Certificate-based trust, and the time to check certificates at.
+    pub certificates: Option<(
+        &'a crate::verify::CertificateRequirements,
+        std::time::SystemTime,
+    )>,
+}
+
+/// Decides one bundle: DSSE signature by a trusted key (or by a
+/// certificate that chains to a trusted root, for an accepted identity),
+/// statement about `subject`, predicate type. Pure.
 pub fn check_bundle(
     bytes: &[u8],
     subject: &Digest,
-    keys: &[PublicKey],
+    trust: &Trust<'_>,
     predicate_type: &str,
 ) -> Result<(String, serde_json::Value), String> {
     let bundle = Bundle::parse(bytes)?;
+    let certificate = bundle.certificate_der();
     let envelope: Envelope = bundle
         .dsse_envelope
         .ok_or("the bundle holds no DSSE envelope")?;
-    let (body, key) = envelope
-        .verify(dsse::IN_TOTO_PAYLOAD_TYPE, keys)
-        .map_err(|e| e.to_string())?;
+    let (body, signer) = match envelope.verify(dsse::IN_TOTO_PAYLOAD_TYPE, trust.keys) {
+        Ok((body, key)) => (body, trust.keys[key].key_id().to_string()),
+        Err(dsse::DsseError::NoTrustedKey) => match (trust.certificates, certificate) {
+            (Some((req, now)), Some(der)) => {
+                let cert = marque_keys::certificate::SignerCertificate::from_der(der)
+                    .map_err(|e| e.to_string())?;
+                cert.verify_chain(&req.intermediates, &req.roots, now)
+                    .map_err(|e| e.to_string())?;
+                let identity = cert
+                    .identities()
+                    .iter()
+                    .find(|id| req.identity.accepts(id))
+                    .ok_or_else(|| format!("identities {:?} are not accepted", cert.identities()))?
+                    .clone();
+                let (body, _) = envelope
+                    .verify(
+                        dsse::IN_TOTO_PAYLOAD_TYPE,
+                        std::slice::from_ref(cert.public_key()),
+                    )
+                    .map_err(|_| {
+                        "the signature was not made with the certificate's key".to_owned()
+                    })?;
+                (body, identity)
+            }
+            _ => return Err(dsse::DsseError::NoTrustedKey.to_string()),
+        },
+        Err(e) => return Err(e.to_string()),
+    };
     let statement = Statement::parse(&body)?;
     if !statement.is_about(subject) {
         return Err("the statement is about another image".to_owned());
@@ -320,7 +365,7 @@ pub fn check_bundle(
         ));
     }
     Ok((
-        keys[key].key_id().to_string(),
+        signer,
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     ))
 }

@@ -75,7 +75,7 @@ pub enum CertificateIdentity {
 }
 
 impl CertificateIdentity {
-    fn accepts(&self, id: &str) -> bool {
+    pub(crate) fn accepts(&self, id: &str) -> bool {
         match self {
             CertificateIdentity::Exact(e) => e == id,
             CertificateIdentity::Regex(re) => re
@@ -314,10 +314,14 @@ pub async fn verify_image(
     // signed the legacy way.
     if report.verified.is_empty() {
         if req.annotations.is_empty() {
+            let trust = crate::referrers::Trust {
+                keys: &req.keys,
+                certificates: req.certificates.as_ref().map(|c| (c, req.now)),
+            };
             let (found, rejected) = crate::referrers::verify(
                 repo,
                 &digest,
-                &req.keys,
+                &trust,
                 crate::artifact::referrer::SIGN_PREDICATE_TYPE,
                 req.max_signatures,
                 req.max_payload_bytes,

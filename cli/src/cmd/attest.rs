@@ -92,6 +92,7 @@ pub(super) async fn run(args: AttestArgs) -> anyhow::Result<Status> {
             &predicate_type,
             &predicate,
             true,
+            None,
             usize::from(args.jobs),
         )
         .await;

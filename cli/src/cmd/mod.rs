@@ -169,6 +169,7 @@ async fn attach_referrers(
     predicate_type: &str,
     predicate: &serde_json::Value,
     named_subject: bool,
+    certificate: Option<&[u8]>,
     jobs: usize,
 ) -> Vec<ReferrerEntry> {
     use futures_util::StreamExt as _;
@@ -192,6 +193,7 @@ async fn attach_referrers(
                     predicate.clone(),
                     &name,
                     created,
+                    certificate,
                 )
                 .await;
                 bar.inc(1);

@@ -81,12 +81,22 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
         .map(|s| ImageRef::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     if args.attach == Attach::Referrers {
-        if !args.annotations.is_empty() || args.certificate.is_some() {
+        if !args.annotations.is_empty() {
             anyhow::bail!(
-                "--attach referrers does not take -a annotations or --certificate yet; use --attach legacy"
+                "--attach referrers does not take -a annotations yet; use --attach legacy"
             );
         }
         let key = super::load_signing_key(&args.key, args.password.password_file.as_deref())?;
+        // A v0.3 bundle carries the leaf only; verifiers supply the chain.
+        let certificate = match &args.certificate {
+            Some(path) => {
+                let (pem, _) = read_certificate(path, None, &key)?;
+                marque_keys::certificate::certificates_from_pem(pem.as_bytes())?
+                    .into_iter()
+                    .next()
+            }
+            None => None,
+        };
         let client = super::registry_client(&args.registry)?;
         let entries = super::attach_referrers(
             &client,
@@ -95,6 +105,7 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
             marque_verifier::artifact::referrer::SIGN_PREDICATE_TYPE,
             &serde_json::json!({}),
             false,
+            certificate.as_deref(),
             usize::from(args.jobs),
         )
         .await;

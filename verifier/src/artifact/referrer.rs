@@ -38,6 +38,9 @@ pub struct Bundle {
     /// The DSSE envelope, when the bundle holds one.
     #[serde(rename = "dsseEnvelope")]
     pub dsse_envelope: Option<Envelope>,
+    /// The key hint or certificate.
+    #[serde(rename = "verificationMaterial", default)]
+    pub verification_material: serde_json::Value,
 }
 
 impl Bundle {
@@ -56,14 +59,45 @@ impl Bundle {
         }
         Ok(b)
     }
+
+    /// The signer's certificate (DER), when the bundle carries one
+    /// (`certificate.rawBytes` in v0.3, the chain's first certificate in
+    /// older versions).
+    pub fn certificate_der(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let m = &self.verification_material;
+        let raw = m["certificate"]["rawBytes"]
+            .as_str()
+            .or_else(|| m["x509CertificateChain"]["certificates"][0]["rawBytes"].as_str())?;
+        base64::engine::general_purpose::STANDARD.decode(raw).ok()
+    }
 }
 
-/// Bundle JSON around a DSSE envelope made with a key (`hint`: its key id).
-pub fn bundle(envelope: &[u8], hint: &str) -> Result<Vec<u8>, serde_json::Error> {
+/// What a bundle says about its signer.
+#[derive(Debug, Clone, Copy)]
+pub enum Material<'a> {
+    /// A public key, by its key id.
+    KeyHint(&'a str),
+    /// A certificate, DER.
+    Certificate(&'a [u8]),
+}
+
+/// Bundle JSON around a DSSE envelope, naming its signer.
+pub fn bundle(envelope: &[u8], material: Material<'_>) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine as _;
     let envelope: serde_json::Value = serde_json::from_slice(envelope)?;
+    let material = match material {
+        Material::KeyHint(hint) => {
+            serde_json::json!({ "publicKey": { "hint": hint }, "tlogEntries": [] })
+        }
+        Material::Certificate(der) => serde_json::json!({
+            "certificate": { "rawBytes": base64::engine::general_purpose::STANDARD.encode(der) },
+            "tlogEntries": [],
+        }),
+    };
     serde_json::to_vec(&serde_json::json!({
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": { "publicKey": { "hint": hint }, "tlogEntries": [] },
+        "verificationMaterial": material,
         "dsseEnvelope": envelope,
     }))
 }
