@@ -23,6 +23,24 @@ use crate::reference::ImageRef;
 use crate::registry::{ManifestRef, RegistryError, Repository, TagCheck, TagUpdate};
 use crate::sign::{SignError, jitter, settle_delay};
 
+/// What to attach: a statement of `predicate_type` about the image.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    /// The predicate type ([`referrer::SIGN_PREDICATE_TYPE`] for a plain
+    /// signature).
+    pub predicate_type: &'a str,
+    /// The predicate (`{}` for a plain signature).
+    pub predicate: serde_json::Value,
+    /// The subject's name in the statement (`""` for a plain signature, as
+    /// cosign 3 writes it).
+    pub subject_name: &'a str,
+    /// `org.opencontainers.image.created`, RFC 3339.
+    pub created: &'a str,
+    /// The signer's certificate (DER), to put in the bundle instead of a
+    /// key hint.
+    pub certificate: Option<&'a [u8]>,
+}
+
 /// The result of attaching one referrer.
 #[derive(Debug, Clone)]
 pub struct Attached {
@@ -46,12 +64,18 @@ pub async fn attach(
     repo: &Repository,
     image: &ImageRef,
     key: &SigningKey,
-    predicate_type: &str,
-    predicate: serde_json::Value,
-    subject_name: &str,
-    created: &str,
-    certificate: Option<&[u8]>,
+    claim: &Claim<'_>,
 ) -> Result<Attached, SignError> {
+    let Claim {
+        predicate_type,
+        predicate,
+        subject_name,
+        created,
+        certificate,
+    } = claim;
+    let (predicate_type, subject_name, created, certificate) =
+        (*predicate_type, *subject_name, *created, *certificate);
+    let predicate = predicate.clone();
     let digest = repo.resolve(image).await?;
     let subject_manifest = repo
         .fetch_manifest(ManifestRef::Digest(&digest))

@@ -85,17 +85,17 @@ pub(super) async fn run(args: AttestArgs) -> anyhow::Result<Status> {
     let key = super::load_signing_key(&args.key, args.password.password_file.as_deref())?;
     let client = super::registry_client(&args.registry)?;
     if args.attach == crate::args::Attach::Referrers {
-        let entries = super::attach_referrers(
-            &client,
-            &images,
-            &key,
-            &predicate_type,
-            &predicate,
-            true,
-            None,
-            usize::from(args.jobs),
-        )
-        .await;
+        let created = super::now_rfc3339();
+        let claim = marque_verifier::referrers::Claim {
+            predicate_type: &predicate_type,
+            predicate: predicate.clone(),
+            subject_name: "",
+            created: &created,
+            certificate: None,
+        };
+        let entries =
+            super::attach_referrers(&client, &images, &key, &claim, true, usize::from(args.jobs))
+                .await;
         return super::finish_referrers(entries, args.output == OutputFormat::Json);
     }
     let max = client.limits().max_signatures;

@@ -161,41 +161,33 @@ struct ReferrerEntry {
 }
 
 /// Signs a statement about each image and attaches it as a bundle
-/// referrer, `jobs` at a time.
+/// referrer, `jobs` at a time. `named` puts the repository in the
+/// statement's subject (attestations); plain signatures leave it out.
 async fn attach_referrers(
     client: &marque_verifier::registry::Client,
     images: &[marque_verifier::ImageRef],
     key: &marque_keys::SigningKey,
-    predicate_type: &str,
-    predicate: &serde_json::Value,
-    named_subject: bool,
-    certificate: Option<&[u8]>,
+    claim: &marque_verifier::referrers::Claim<'_>,
+    named: bool,
     jobs: usize,
 ) -> Vec<ReferrerEntry> {
     use futures_util::StreamExt as _;
-    let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let bar = crate::output::progress(images.len(), "attaching");
     let entries = futures_util::stream::iter(images.iter())
         .map(|image| {
-            let (created, bar) = (&created, &bar);
+            let bar = &bar;
             async move {
                 let repo = client.repository(image);
-                let name = if named_subject {
+                let name = if named {
                     image.identity()
                 } else {
                     String::new()
                 };
-                let r = marque_verifier::referrers::attach(
-                    &repo,
-                    image,
-                    key,
-                    predicate_type,
-                    predicate.clone(),
-                    &name,
-                    created,
-                    certificate,
-                )
-                .await;
+                let claim = marque_verifier::referrers::Claim {
+                    subject_name: &name,
+                    ..claim.clone()
+                };
+                let r = marque_verifier::referrers::attach(&repo, image, key, &claim).await;
                 bar.inc(1);
                 match r {
                     Ok(a) => {
@@ -230,6 +222,11 @@ async fn attach_referrers(
         .await;
     bar.finish_and_clear();
     entries
+}
+
+/// The creation time for referrer annotations.
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 fn finish_referrers(entries: Vec<ReferrerEntry>, json: bool) -> anyhow::Result<Status> {

@@ -98,14 +98,20 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
             None => None,
         };
         let client = super::registry_client(&args.registry)?;
+        let created = super::now_rfc3339();
+        let claim = marque_verifier::referrers::Claim {
+            predicate_type: marque_verifier::artifact::referrer::SIGN_PREDICATE_TYPE,
+            predicate: serde_json::json!({}),
+            subject_name: "",
+            created: &created,
+            certificate: certificate.as_deref(),
+        };
         let entries = super::attach_referrers(
             &client,
             &images,
             &key,
-            marque_verifier::artifact::referrer::SIGN_PREDICATE_TYPE,
-            &serde_json::json!({}),
+            &claim,
             false,
-            certificate.as_deref(),
             usize::from(args.jobs),
         )
         .await;
