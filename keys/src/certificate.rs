@@ -391,3 +391,106 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod path_tests {
+    //! Chains that loop or run too deep end in an error, not a hang.
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn ca_params_named(name: &str) -> CertificateParams {
+        let mut p = ca_params(name, SystemTime::now(), DAY, 16).unwrap();
+        p.use_authority_key_identifier_extension = true;
+        p
+    }
+
+    fn signed(
+        params: &CertificateParams,
+        key: &KeyPair,
+        issuer_params: &CertificateParams,
+        issuer_key: &KeyPair,
+    ) -> Vec<u8> {
+        let issuer = Issuer::from_params(issuer_params, issuer_key);
+        params.signed_by(key, &issuer).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_chain_deeper_than_the_limit_is_refused() {
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params_named("root");
+        let root = root_params.self_signed(&root_key).unwrap().der().to_vec();
+        // root -> ca0 -> ca1 -> … -> ca9 -> leaf
+        let mut intermediates = Vec::new();
+        let (mut issuer_params, mut issuer_key) = (root_params, root_key);
+        for n in 0..10 {
+            let key = KeyPair::generate().unwrap();
+            let params = ca_params_named(&format!("ca{n}"));
+            intermediates.push(signed(&params, &key, &issuer_params, &issuer_key));
+            (issuer_params, issuer_key) = (params, key);
+        }
+        let signer = SigningKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        let issuer = CaCertificate {
+            cert_pem: pem::encode(&pem::Pem::new(
+                "CERTIFICATE",
+                intermediates.last().unwrap().clone(),
+            )),
+            key: SigningKey::from_pkcs8_der(&issuer_key.serialize_der()).unwrap(),
+        };
+        let leaf = issue_signer(
+            &issuer,
+            signer.public_key(),
+            "https://x.example/y",
+            SystemTime::now(),
+            DAY,
+        )
+        .unwrap();
+        let cert = SignerCertificate::from_pem(leaf.as_bytes()).unwrap();
+        let err = cert
+            .verify_chain(&intermediates, &[root], SystemTime::now())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("too deep") || err.to_string().contains("does not chain"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_chain_that_loops_is_refused() {
+        // Two CAs that certify each other; neither chains to the root.
+        let (ka, kb) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let (pa, pb) = (ca_params_named("A"), ca_params_named("B"));
+        let a_by_b = signed(&pa, &ka, &pb, &kb);
+        let b_by_a = signed(&pb, &kb, &pa, &ka);
+        let root_key = KeyPair::generate().unwrap();
+        let root = ca_params_named("root")
+            .self_signed(&root_key)
+            .unwrap()
+            .der()
+            .to_vec();
+        let signer = SigningKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        let issuer = CaCertificate {
+            cert_pem: pem::encode(&pem::Pem::new("CERTIFICATE", a_by_b.clone())),
+            key: SigningKey::from_pkcs8_der(&ka.serialize_der()).unwrap(),
+        };
+        let leaf = issue_signer(
+            &issuer,
+            signer.public_key(),
+            "https://x.example/y",
+            SystemTime::now(),
+            DAY,
+        )
+        .unwrap();
+        let cert = SignerCertificate::from_pem(leaf.as_bytes()).unwrap();
+        let start = std::time::Instant::now();
+        let err = cert
+            .verify_chain(&[a_by_b, b_by_a], &[root], SystemTime::now())
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(
+            err.to_string().contains("does not chain") || err.to_string().contains("too deep"),
+            "{err}"
+        );
+    }
+}
