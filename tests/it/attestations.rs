@@ -408,3 +408,44 @@ fn cosign_accepts_marque_attestations_and_marque_verifies_cosigns() {
         "https://in-toto.io/Statement/v0.1"
     );
 }
+
+/// Small envelopes are embedded in their layer descriptor (`data`, OCI
+/// 1.1), so verify needs no blob request; embedded bytes must match the
+/// digest.
+#[test]
+fn embedded_envelopes_are_used_and_checked() {
+    let Some(s) = setup("attest-embedded") else {
+        return;
+    };
+    s.attest("slsaprovenance1", &s.provenance()).expect_code(0);
+    let tag = format!("{}.att", s.digest.replacen(':', "-", 1));
+    let original = get_manifest(s.addr, &s.repo, &tag).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let layer_digest = m["layers"][0]["digest"].as_str().unwrap().to_owned();
+    assert!(m["layers"][0]["data"].is_string());
+    // Embedded bytes that do not match the digest are refused.
+    use base64::Engine as _;
+    m["layers"][0]["data"] = base64::engine::general_purpose::STANDARD
+        .encode(b"{\"forged\":true}")
+        .into();
+    put_manifest(s.addr, &s.repo, &tag, &serde_json::to_vec(&m).unwrap());
+    let out = s.verify("slsaprovenance1", &s.image());
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("embedded envelope does not match"),
+        "{}",
+        out.stderr
+    );
+    // Restore it, then delete the blob: the descriptor alone suffices.
+    put_manifest(s.addr, &s.repo, &tag, &original);
+    let r = support::http::request(
+        s.addr,
+        "DELETE",
+        &format!("/v2/{}/blobs/{layer_digest}", s.repo),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    s.verify("slsaprovenance1", &s.image()).expect_code(0);
+}
