@@ -8,11 +8,12 @@ use serde::Serialize;
 
 use crate::artifact::dsse::{self, Envelope};
 use crate::artifact::intoto::Statement;
-use crate::artifact::manifest::{Descriptor, ImageManifest};
+use crate::artifact::manifest::Descriptor;
 use crate::digest::Digest;
 use crate::reference::ImageRef;
-use crate::registry::{ManifestRef, RegistryError, Repository};
+use crate::registry::{RegistryError, Repository};
 use crate::sign::{Append, SIGNATURE_ANNOTATION, SignError};
+use crate::verify::Attached;
 
 /// Envelopes up to this size are also embedded in their descriptor.
 const MAX_EMBEDDED_BYTES: usize = 16 << 10;
@@ -200,27 +201,19 @@ async fn verify_legacy(
     req: &AttestationRequirements,
     report: &mut AttestationReport,
 ) -> Result<(), RegistryError> {
-    let manifest = match repo.fetch_manifest(ManifestRef::Tag(tag)).await {
-        Ok(Some(m)) => m,
-        Ok(None) => {
+    let parsed = match crate::verify::attached_manifest(repo, tag).await? {
+        Attached::Absent => {
             report.problem = Some(format!(
                 "no attestations found (no {tag} and no referrers in {})",
                 repo.name()
             ));
             return Ok(());
         }
-        Err(e @ (RegistryError::TooLarge { .. } | RegistryError::DigestMismatch { .. })) => {
-            report.problem = Some(format!("attestation manifest {tag} is unusable: {e}"));
+        Attached::Unusable(reason) => {
+            report.problem = Some(format!("attestation manifest {tag} is unusable: {reason}"));
             return Ok(());
         }
-        Err(e) => return Err(e),
-    };
-    let parsed = match ImageManifest::parse(&manifest.bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            report.problem = Some(format!("attestation manifest {tag} is unusable: {e}"));
-            return Ok(());
-        }
+        Attached::Manifest(m) => m,
     };
     for (index, layer) in parsed.layers.iter().take(req.max_layers).enumerate() {
         let blob = match fetch_envelope(repo, layer, req).await? {

@@ -374,28 +374,19 @@ async fn verify_legacy(
     req: &Requirements,
     report: &mut Report,
 ) -> Result<Legacy, RegistryError> {
-    let manifest = match repo.fetch_manifest(ManifestRef::Tag(tag)).await {
-        Ok(Some(m)) => m,
-        Ok(None) => {
+    let parsed = match attached_manifest(repo, tag).await? {
+        Attached::Absent => {
             report.problem = Some(format!(
                 "no signatures found (no {tag} and no referrers in {})",
                 repo.name()
             ));
             return Ok(Legacy::Absent);
         }
-        // Evidence that is there but bad is a rejection, not an outage.
-        Err(e @ (RegistryError::TooLarge { .. } | RegistryError::DigestMismatch { .. })) => {
-            report.problem = Some(format!("signature manifest {tag} is unusable: {e}"));
+        Attached::Unusable(reason) => {
+            report.problem = Some(format!("signature manifest {tag} is unusable: {reason}"));
             return Ok(Legacy::Present);
         }
-        Err(e) => return Err(e),
-    };
-    let parsed = match ImageManifest::parse(&manifest.bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            report.problem = Some(format!("signature manifest {tag} is unusable: {e}"));
-            return Ok(Legacy::Present);
-        }
+        Attached::Manifest(m) => m,
     };
     // The payloads cosign and marque write for this image, byte for byte.
     // A layer whose digest matches one of them needs no fetch: those are the
@@ -419,6 +410,37 @@ async fn verify_legacy(
         report.problem = Some(format!("signature manifest {tag} has no signatures"));
     }
     Ok(Legacy::Present)
+}
+
+/// What a cosign `.sig`/`.att` tag holds.
+pub(crate) enum Attached {
+    /// Nothing.
+    Absent,
+    /// Something that is not a usable manifest (too large, mismatched,
+    /// malformed): evidence that is there but bad, a rejection.
+    Unusable(String),
+    /// The manifest.
+    Manifest(ImageManifest),
+}
+
+/// Reads the manifest under a cosign attachment tag. `Err` only for
+/// outages (inconclusive).
+pub(crate) async fn attached_manifest(
+    repo: &Repository,
+    tag: &str,
+) -> Result<Attached, RegistryError> {
+    let manifest = match repo.fetch_manifest(ManifestRef::Tag(tag)).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(Attached::Absent),
+        Err(e @ (RegistryError::TooLarge { .. } | RegistryError::DigestMismatch { .. })) => {
+            return Ok(Attached::Unusable(e.to_string()));
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(match ImageManifest::parse(&manifest.bytes) {
+        Ok(m) => Attached::Manifest(m),
+        Err(e) => Attached::Unusable(e.to_string()),
+    })
 }
 
 /// Fetches a layer's payload. The outer `Err` is inconclusive (network);
