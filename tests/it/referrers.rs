@@ -589,3 +589,36 @@ fn cosign_verifies_marque_bundle_attestations() {
         "cosign must refuse another key"
     );
 }
+
+/// `-a key=value` goes on the statement's subject, as cosign 3 writes it,
+/// and verify -a checks it there.
+#[test]
+fn referrer_signature_annotations() {
+    let Some(i) = img("ref-annot") else { return };
+    marque(
+        &[
+            "sign",
+            "--key",
+            i.key.to_str().unwrap(),
+            "--attach",
+            "referrers",
+            "-a",
+            "env=prod",
+            &i.reference(),
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let pk = i.public.to_str().unwrap();
+    marque(
+        &["verify", "--key", pk, "-a", "env=prod", &i.reference()],
+        &[],
+    )
+    .expect_code(0);
+    let out = marque(
+        &["verify", "--key", pk, "-a", "env=dev", &i.reference()],
+        &[],
+    );
+    out.expect_code(1);
+    assert!(out.stderr.contains("env"), "{}", out.stderr);
+}

@@ -154,9 +154,11 @@ pub async fn verify(
     };
     verify_legacy(repo, &digest, &tag, req, &mut report).await?;
     if report.verified.is_empty() {
+        let no_annotations = std::collections::BTreeMap::new();
         let trust = crate::referrers::Trust {
             keys: &req.keys,
             certificates: None,
+            annotations: &no_annotations,
         };
         let (found, rejected) = crate::referrers::verify(
             repo,

@@ -39,6 +39,8 @@ pub struct Claim<'a> {
     /// The signer's certificate (DER), to put in the bundle instead of a
     /// key hint.
     pub certificate: Option<&'a [u8]>,
+    /// Annotations for the statement's subject (`-a key=value`).
+    pub annotations: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// The result of attaching one referrer.
@@ -72,6 +74,7 @@ pub async fn attach(
         subject_name,
         created,
         certificate,
+        annotations,
     } = claim;
     let (predicate_type, subject_name, created, certificate) =
         (*predicate_type, *subject_name, *created, *certificate);
@@ -93,7 +96,12 @@ pub async fn attach(
         annotations: Default::default(),
         extra: Default::default(),
     };
-    let statement = Statement::new(subject_name, &digest, predicate_type, predicate);
+    let mut statement = Statement::new(subject_name, &digest, predicate_type, predicate);
+    for (k, v) in annotations.iter() {
+        statement.subject[0]
+            .annotations
+            .insert(k.clone(), serde_json::Value::from(v.as_str()));
+    }
     let envelope = dsse::sign(dsse::IN_TOTO_PAYLOAD_TYPE, &statement.to_bytes(), key)?;
     let key_id = key.public_key().key_id().to_string();
     let material = match certificate {
@@ -334,6 +342,8 @@ pub struct Trust<'a> {
         &'a crate::verify::CertificateRequirements,
         std::time::SystemTime,
     )>,
+    /// Annotations the statement's subject for the image must carry.
+    pub annotations: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Decides one bundle: DSSE signature by a trusted key (or by a
@@ -381,6 +391,16 @@ pub fn check_bundle(
     let statement = Statement::parse(&body)?;
     if !statement.is_about(subject) {
         return Err("the statement is about another image".to_owned());
+    }
+    for (k, expected) in trust.annotations {
+        let ok = statement
+            .subjects_for(subject)
+            .any(|s| s.annotations.get(k).and_then(|v| v.as_str()) == Some(expected.as_str()));
+        if !ok {
+            return Err(format!(
+                "annotation {k}={expected:?} is missing from the statement's subject"
+            ));
+        }
     }
     if statement.predicate_type != predicate_type {
         return Err(format!(

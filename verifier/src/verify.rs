@@ -313,46 +313,35 @@ pub async fn verify_image(
     // read only when the legacy tag gave none: no extra requests for images
     // signed the legacy way.
     if report.verified.is_empty() {
-        if req.annotations.is_empty() {
-            let trust = crate::referrers::Trust {
-                keys: &req.keys,
-                certificates: req.certificates.as_ref().map(|c| (c, req.now)),
-            };
-            let (found, rejected) = crate::referrers::verify(
-                repo,
-                &digest,
-                &trust,
-                crate::artifact::referrer::SIGN_PREDICATE_TYPE,
-                req.max_signatures,
-                req.max_payload_bytes,
-            )
-            .await?;
-            let any_referrers = !found.is_empty() || !rejected.is_empty();
-            report
-                .verified
-                .extend(found.into_iter().map(|r| VerifiedSignature {
-                    key_id: r.key_id,
-                    payload_digest: r.referrer,
-                    payload: r.statement,
-                }));
-            report.referrers_rejected.extend(
-                rejected
-                    .into_iter()
-                    .map(|(referrer, reason)| ReferrerRejection { referrer, reason }),
-            );
-            if any_referrers
-                && report
-                    .problem
-                    .as_deref()
-                    .is_some_and(|p| p.starts_with("no signatures found"))
-            {
-                report.problem = None;
-            }
-        } else if legacy == Legacy::Absent {
-            report.problem = Some(format!(
-                "no signatures found (no {tag} in {}; required annotations are only carried by legacy signatures)",
-                repo.name()
-            ));
+        let trust = crate::referrers::Trust {
+            keys: &req.keys,
+            certificates: req.certificates.as_ref().map(|c| (c, req.now)),
+            annotations: &req.annotations,
+        };
+        let (found, rejected) = crate::referrers::verify(
+            repo,
+            &digest,
+            &trust,
+            crate::artifact::referrer::SIGN_PREDICATE_TYPE,
+            req.max_signatures,
+            req.max_payload_bytes,
+        )
+        .await?;
+        let any_referrers = !found.is_empty() || !rejected.is_empty();
+        report
+            .verified
+            .extend(found.into_iter().map(|r| VerifiedSignature {
+                key_id: r.key_id,
+                payload_digest: r.referrer,
+                payload: r.statement,
+            }));
+        report.referrers_rejected.extend(
+            rejected
+                .into_iter()
+                .map(|(referrer, reason)| ReferrerRejection { referrer, reason }),
+        );
+        if any_referrers && legacy == Legacy::Absent {
+            report.problem = None;
         }
     }
     Ok(report)

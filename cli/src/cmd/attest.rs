@@ -92,6 +92,7 @@ pub(super) async fn run(args: AttestArgs) -> anyhow::Result<Status> {
             subject_name: "",
             created: &created,
             certificate: None,
+            annotations: &std::collections::BTreeMap::new(),
         };
         let entries =
             super::attach_referrers(&client, &images, &key, &claim, true, usize::from(args.jobs))

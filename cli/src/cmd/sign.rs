@@ -81,11 +81,8 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
         .map(|s| ImageRef::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     if args.attach == Attach::Referrers {
-        if !args.annotations.is_empty() {
-            anyhow::bail!(
-                "--attach referrers does not take -a annotations yet; use --attach legacy"
-            );
-        }
+        // cosign 3 puts -a annotations on the statement's subject.
+        let annotations: BTreeMap<String, String> = args.annotations.iter().cloned().collect();
         let key = super::load_signing_key(&args.key, args.password.password_file.as_deref())?;
         // A v0.3 bundle carries the leaf only; verifiers supply the chain.
         let certificate = match &args.certificate {
@@ -105,6 +102,7 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
             subject_name: "",
             created: &created,
             certificate: certificate.as_deref(),
+            annotations: &annotations,
         };
         let entries = super::attach_referrers(
             &client,

@@ -36,6 +36,9 @@ pub struct Subject {
     pub name: String,
     /// Algorithm → lowercase hex.
     pub digest: std::collections::BTreeMap<String, String>,
+    /// Annotations on the subject (cosign 3 puts `-a key=value` here).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub annotations: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A Statement, as read. Unknown fields are ignored.
@@ -69,6 +72,7 @@ impl Statement {
             subject: vec![Subject {
                 name: name.to_owned(),
                 digest: d,
+                annotations: serde_json::Map::new(),
             }],
             predicate_type: predicate_type.to_owned(),
             predicate,
@@ -88,6 +92,16 @@ impl Statement {
             return Err(format!("unsupported statement _type {:?}", s.kind));
         }
         Ok(s)
+    }
+
+    /// The subjects that name `digest`.
+    pub fn subjects_for<'a>(
+        &'a self,
+        digest: &'a Digest,
+    ) -> impl Iterator<Item = &'a Subject> + 'a {
+        self.subject
+            .iter()
+            .filter(move |s| s.digest.get("sha256").is_some_and(|h| h == digest.hex()))
     }
 
     /// Whether any subject names `digest` (compared by sha256, the only
