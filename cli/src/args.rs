@@ -139,6 +139,12 @@ pub(crate) struct AttestArgs {
     /// The private key file.
     #[arg(long, value_name = "FILE")]
     pub(crate) key: PathBuf,
+    /// A certificate for the key (PEM), attached as cosign does.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) certificate: Option<PathBuf>,
+    /// The certificate's chain (PEM: intermediates, then the root).
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub(crate) certificate_chain: Option<PathBuf>,
     /// The predicate: a JSON file (`-` for stdin). For `custom`, any text.
     #[arg(long, value_name = "FILE")]
     pub(crate) predicate: PathBuf,
@@ -163,11 +169,40 @@ pub(crate) struct AttestArgs {
     pub(crate) images: Vec<String>,
 }
 
+/// Certificate-based trust (your own CA), shared by verify commands.
+#[derive(Debug, Args)]
+pub(crate) struct CertTrustArgs {
+    /// Trust signatures whose certificate chains to these CA roots (PEM).
+    #[arg(long, value_name = "FILE", requires = "identity_rule")]
+    pub(crate) ca_roots: Option<PathBuf>,
+    /// Extra intermediates (PEM) for --ca-roots.
+    #[arg(long, value_name = "FILE", requires = "ca_roots")]
+    pub(crate) certificate_chain: Option<PathBuf>,
+    /// The identity (URI or email SAN) the certificate must carry.
+    #[arg(
+        long,
+        value_name = "ID",
+        group = "identity_rule",
+        requires = "ca_roots"
+    )]
+    pub(crate) certificate_identity: Option<String>,
+    /// A regular expression the whole identity must match.
+    #[arg(
+        long,
+        value_name = "RE",
+        group = "identity_rule",
+        requires = "ca_roots"
+    )]
+    pub(crate) certificate_identity_regexp: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct VerifyAttestationArgs {
     /// A trusted public key or certificate (PEM). Repeat for several.
-    #[arg(long, value_name = "FILE", required = true)]
+    #[arg(long, value_name = "FILE", required_unless_present = "ca_roots")]
     pub(crate) key: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) cert: CertTrustArgs,
     /// The predicate type required: a cosign short name or a URI.
     #[arg(long = "type", value_name = "TYPE", default_value = "custom")]
     pub(crate) predicate_type: String,
@@ -369,28 +404,8 @@ pub(crate) struct VerifyArgs {
     /// one of them may verify.
     #[arg(long, value_name = "FILE", required_unless_present = "ca_roots")]
     pub(crate) key: Vec<PathBuf>,
-    /// Trust signatures whose certificate chains to these CA roots (PEM).
-    #[arg(long, value_name = "FILE", requires = "identity_rule")]
-    pub(crate) ca_roots: Option<PathBuf>,
-    /// Extra intermediates (PEM) for --ca-roots.
-    #[arg(long, value_name = "FILE", requires = "ca_roots")]
-    pub(crate) certificate_chain: Option<PathBuf>,
-    /// The identity (URI or email SAN) the certificate must carry.
-    #[arg(
-        long,
-        value_name = "ID",
-        group = "identity_rule",
-        requires = "ca_roots"
-    )]
-    pub(crate) certificate_identity: Option<String>,
-    /// A regular expression the whole identity must match.
-    #[arg(
-        long,
-        value_name = "RE",
-        group = "identity_rule",
-        requires = "ca_roots"
-    )]
-    pub(crate) certificate_identity_regexp: Option<String>,
+    #[command(flatten)]
+    pub(crate) cert: CertTrustArgs,
     /// An annotation the signature payload must carry.
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<(String, String)>,

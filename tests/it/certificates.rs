@@ -351,3 +351,68 @@ fn certificate_signatures_as_referrers() {
     pki.verify(&root, &["--certificate-identity", ID], &img)
         .expect_code(1);
 }
+
+/// Attestations signed with a certificate, in `.att` layers and in bundles.
+#[test]
+fn certificate_attestations() {
+    let pki = Pki::new();
+    let cert = pki.issue("signer.crt", ID, &[]);
+    let sbom = pki.path("sbom.json");
+    std::fs::write(&sbom, "{}").unwrap();
+    let root = pki.path("ca/root.crt");
+    let inter = pki.path("ca/intermediate.crt");
+    for attach in ["legacy", "referrers"] {
+        let Some(img) = image(&format!("cert-attest-{attach}")) else {
+            return;
+        };
+        marque(
+            &[
+                "attest",
+                "--key",
+                pki.key.to_str().unwrap(),
+                "--certificate",
+                cert.to_str().unwrap(),
+                "--certificate-chain",
+                pki.path("ca/chain.pem").to_str().unwrap(),
+                "--attach",
+                attach,
+                "--type",
+                "cyclonedx",
+                "--predicate",
+                sbom.to_str().unwrap(),
+                &img,
+            ],
+            &[],
+        )
+        .expect_code(0);
+        let verify = |identity: &str| {
+            marque(
+                &[
+                    "verify-attestation",
+                    "--ca-roots",
+                    root.to_str().unwrap(),
+                    "--certificate-chain",
+                    inter.to_str().unwrap(),
+                    "--certificate-identity",
+                    identity,
+                    "--type",
+                    "cyclonedx",
+                    "-o",
+                    "json",
+                    &img,
+                ],
+                &[],
+            )
+        };
+        let out = verify(ID);
+        out.expect_code(0);
+        assert_eq!(out.json()[0]["attestations"][0]["key_id"], ID, "{attach}");
+        let out = verify("https://ci.example.com/other");
+        out.expect_code(1);
+        assert!(
+            out.stderr.contains("not accepted"),
+            "{attach}: {}",
+            out.stderr
+        );
+    }
+}

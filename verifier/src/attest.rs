@@ -78,6 +78,10 @@ pub struct AttestationRequirements {
     pub max_envelope_bytes: u64,
     /// Most layers tried.
     pub max_layers: usize,
+    /// Certificate-based trust (your own CA).
+    pub certificates: Option<crate::verify::CertificateRequirements>,
+    /// The time certificates must be valid at.
+    pub now: std::time::SystemTime,
 }
 
 /// A verified attestation.
@@ -157,7 +161,7 @@ pub async fn verify(
         let no_annotations = std::collections::BTreeMap::new();
         let trust = crate::referrers::Trust {
             keys: &req.keys,
-            certificates: None,
+            certificates: req.certificates.as_ref().map(|c| (c, req.now)),
             annotations: &no_annotations,
         };
         let (found, rejected) = crate::referrers::verify(
@@ -225,7 +229,7 @@ async fn verify_legacy(
                 continue;
             }
         };
-        match check_envelope(&blob, digest, req) {
+        match check_envelope(&blob, Some(layer), digest, req) {
             Ok(v) => report.verified.push(VerifiedAttestation {
                 envelope_digest: Digest::of(&blob),
                 ..v
@@ -289,13 +293,18 @@ async fn fetch_envelope(
 /// predicate type. Pure.
 pub fn check_envelope(
     blob: &[u8],
+    layer: Option<&Descriptor>,
     image_digest: &Digest,
     req: &AttestationRequirements,
 ) -> Result<VerifiedAttestation, String> {
     let envelope = Envelope::parse(blob).map_err(|e| e.to_string())?;
-    let (body, key) = envelope
-        .verify(dsse::IN_TOTO_PAYLOAD_TYPE, &req.keys)
-        .map_err(|e| e.to_string())?;
+    let (body, signer) = match envelope.verify(dsse::IN_TOTO_PAYLOAD_TYPE, &req.keys) {
+        Ok((body, key)) => (body, req.keys[key].key_id().to_string()),
+        Err(dsse::DsseError::NoTrustedKey) if req.certificates.is_some() && layer.is_some() => {
+            certificate_signer(&envelope, layer, req)?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let statement = Statement::parse(&body)?;
     if !statement.is_about(image_digest) {
         let named: Vec<String> = statement
@@ -315,8 +324,45 @@ pub fn check_envelope(
         ));
     }
     Ok(VerifiedAttestation {
-        key_id: req.keys[key].key_id().to_string(),
+        key_id: signer,
         envelope_digest: Digest::of(blob),
         statement: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     })
+}
+
+/// The certificate path for a legacy attestation layer: a signature in the
+/// envelope made with the key of the layer's certificate, which must chain
+/// to a trusted root for an accepted identity.
+fn certificate_signer(
+    envelope: &Envelope,
+    layer: Option<&Descriptor>,
+    req: &AttestationRequirements,
+) -> Result<(Vec<u8>, String), String> {
+    use base64::Engine as _;
+    let (Some(layer), Some(certs)) = (layer, &req.certificates) else {
+        return Err(dsse::DsseError::NoTrustedKey.to_string());
+    };
+    if envelope.payload_type != dsse::IN_TOTO_PAYLOAD_TYPE {
+        return Err(dsse::DsseError::PayloadType {
+            found: envelope.payload_type.clone(),
+            expected: dsse::IN_TOTO_PAYLOAD_TYPE.to_owned(),
+        }
+        .to_string());
+    }
+    let decode = |s: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
+            .ok()
+    };
+    let body = decode(&envelope.payload).ok_or("the envelope payload is not base64")?;
+    let message = dsse::pae(&envelope.payload_type, &body);
+    let mut last = dsse::DsseError::NoTrustedKey.to_string();
+    for sig in envelope.signatures.iter().filter_map(|s| decode(&s.sig)) {
+        match crate::verify::check_certificate(layer, &message, &sig, certs, req.now) {
+            Ok(identity) => return Ok((body, identity)),
+            Err(r) => last = r.to_string(),
+        }
+    }
+    Err(last)
 }

@@ -573,7 +573,7 @@ pub fn check_layer(
 /// (through its chain annotation and any given intermediates), is valid at
 /// `now`, allows code signing, names an accepted identity, and its key made
 /// the signature. Returns the identity as the signer id.
-fn check_certificate(
+pub(crate) fn check_certificate(
     layer: &Descriptor,
     payload: &[u8],
     signature: &[u8],

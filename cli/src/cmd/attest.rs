@@ -83,15 +83,30 @@ pub(super) async fn run(args: AttestArgs) -> anyhow::Result<Status> {
             .with_context(|| format!("predicate {} is not JSON", args.predicate.display()))?
     };
     let key = super::load_signing_key(&args.key, args.password.password_file.as_deref())?;
+    let certificate = match &args.certificate {
+        Some(path) => Some(super::read_certificate(
+            path,
+            args.certificate_chain.as_deref(),
+            &key,
+        )?),
+        None => None,
+    };
     let client = super::registry_client(&args.registry)?;
     if args.attach == crate::args::Attach::Referrers {
+        // A v0.3 bundle carries the leaf only.
+        let leaf_der = match &certificate {
+            Some((pem, _)) => marque_keys::certificate::certificates_from_pem(pem.as_bytes())?
+                .into_iter()
+                .next(),
+            None => None,
+        };
         let created = super::now_rfc3339();
         let claim = marque_verifier::referrers::Claim {
             predicate_type: &predicate_type,
             predicate: predicate.clone(),
             subject_name: "",
             created: &created,
-            certificate: None,
+            certificate: leaf_der.as_deref(),
             annotations: &std::collections::BTreeMap::new(),
         };
         let entries =
@@ -104,8 +119,14 @@ pub(super) async fn run(args: AttestArgs) -> anyhow::Result<Status> {
 
     let written: Vec<Result<Written, String>> = futures_util::stream::iter(images.iter())
         .map(|image| {
-            let (client, key, predicate, predicate_type, bar) =
-                (&client, &key, &predicate, &predicate_type, &bar);
+            let (client, key, predicate, predicate_type, bar, certificate) = (
+                &client,
+                &key,
+                &predicate,
+                &predicate_type,
+                &bar,
+                &certificate,
+            );
             async move {
                 let repo = client.repository(image);
                 let r = async {
@@ -118,6 +139,10 @@ pub(super) async fn run(args: AttestArgs) -> anyhow::Result<Status> {
                         max,
                     )
                     .await?;
+                    if let Some((cert, chain)) = certificate {
+                        append.annotate(marque_verifier::verify::CERTIFICATE_ANNOTATION, cert);
+                        append.annotate(marque_verifier::verify::CHAIN_ANNOTATION, chain);
+                    }
                     let result = append.write().await?;
                     Ok::<_, marque_verifier::sign::SignError>(Written::from_write(append, result))
                 }
@@ -197,6 +222,8 @@ pub(super) async fn verify(args: VerifyAttestationArgs) -> anyhow::Result<Status
         predicate_type: predicate_type(&args.predicate_type)?,
         max_envelope_bytes: MAX_PREDICATE_BYTES + (1 << 20),
         max_layers: 1000,
+        certificates: super::verify::certificate_requirements(&args.cert)?,
+        now: std::time::SystemTime::now(),
     };
     let client = super::registry_client(&args.registry)?;
     let bar = crate::output::progress(images.len(), "verifying");

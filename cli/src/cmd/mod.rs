@@ -239,3 +239,31 @@ fn finish_referrers(entries: Vec<ReferrerEntry>, json: bool) -> anyhow::Result<S
         Status::Ok
     })
 }
+
+/// Reads the signer's certificate and chain (PEM text), refusing a
+/// certificate for another key.
+pub(super) fn read_certificate(
+    path: &std::path::Path,
+    chain: Option<&std::path::Path>,
+    key: &marque_keys::SigningKey,
+) -> anyhow::Result<(String, String)> {
+    let pem = read_file(path, "certificate")?;
+    let cert = marque_keys::certificate::SignerCertificate::from_pem(&pem)
+        .with_context(|| path.display().to_string())?;
+    if cert.public_key() != key.public_key() {
+        anyhow::bail!(
+            "{}: the certificate is for key {}, not for the signing key {}",
+            path.display(),
+            cert.public_key().key_id(),
+            key.public_key().key_id()
+        );
+    }
+    let chain = match chain {
+        Some(p) => String::from_utf8(read_file(p, "certificate chain")?)
+            .with_context(|| format!("{}: not PEM text", p.display()))?,
+        None => String::new(),
+    };
+    let pem =
+        String::from_utf8(pem).with_context(|| format!("{}: not PEM text", path.display()))?;
+    Ok((pem, chain))
+}

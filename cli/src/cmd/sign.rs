@@ -87,7 +87,7 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
         // A v0.3 bundle carries the leaf only; verifiers supply the chain.
         let certificate = match &args.certificate {
             Some(path) => {
-                let (pem, _) = read_certificate(path, None, &key)?;
+                let (pem, _) = super::read_certificate(path, None, &key)?;
                 marque_keys::certificate::certificates_from_pem(pem.as_bytes())?
                     .into_iter()
                     .next()
@@ -156,7 +156,7 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
         .await
         .context("the key decryption task failed")??;
     let certificate = match &args.certificate {
-        Some(path) => Some(read_certificate(
+        Some(path) => Some(super::read_certificate(
             path,
             args.certificate_chain.as_deref(),
             &key,
@@ -223,32 +223,4 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
     } else {
         Status::Ok
     })
-}
-
-/// Reads the signer's certificate and chain (PEM text), refusing a
-/// certificate for another key.
-fn read_certificate(
-    path: &std::path::Path,
-    chain: Option<&std::path::Path>,
-    key: &marque_keys::SigningKey,
-) -> anyhow::Result<(String, String)> {
-    let pem = super::read_file(path, "certificate")?;
-    let cert = marque_keys::certificate::SignerCertificate::from_pem(&pem)
-        .with_context(|| path.display().to_string())?;
-    if cert.public_key() != key.public_key() {
-        anyhow::bail!(
-            "{}: the certificate is for key {}, not for the signing key {}",
-            path.display(),
-            cert.public_key().key_id(),
-            key.public_key().key_id()
-        );
-    }
-    let chain = match chain {
-        Some(p) => String::from_utf8(super::read_file(p, "certificate chain")?)
-            .with_context(|| format!("{}: not PEM text", p.display()))?,
-        None => String::new(),
-    };
-    let pem =
-        String::from_utf8(pem).with_context(|| format!("{}: not PEM text", path.display()))?;
-    Ok((pem, chain))
 }

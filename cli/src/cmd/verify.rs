@@ -71,7 +71,7 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
     let keys = super::load_public_keys(&args.key)?;
 
     let client = super::registry_client(&args.registry)?;
-    let certificates = certificate_requirements(&args)?;
+    let certificates = certificate_requirements(&args.cert)?;
     let req = Requirements {
         keys,
         identity: match args.identity {
@@ -147,7 +147,9 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
     Ok(status)
 }
 
-fn certificate_requirements(args: &VerifyArgs) -> anyhow::Result<Option<CertificateRequirements>> {
+pub(super) fn certificate_requirements(
+    args: &crate::args::CertTrustArgs,
+) -> anyhow::Result<Option<CertificateRequirements>> {
     use anyhow::Context as _;
     use marque_keys::certificate::certificates_from_pem;
     let Some(roots_path) = &args.ca_roots else {
