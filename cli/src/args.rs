@@ -28,6 +28,9 @@ pub(crate) enum Command {
     /// Verify image signatures against public keys.
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
+    /// Trust policies: check one.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// A private CA: make one, and issue code-signing certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -66,6 +69,22 @@ Examples:
   marque provenance --builder-id https://ci.example.com/builders/1 \\
       --source-repo https://git.example.com/app --source-commit 0123abc… \\
       --build-type https://ci.example.com/buildtypes/make/v1 --parameter target=release";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Validate a policy file; every error is reported with its line and field.
+    #[command(
+        after_help = "Examples:\n  marque policy check policy.toml\n  marque verify --policy policy.toml ghcr.io/org/app@sha256:…\n\nSee docs/policy.md for the format."
+    )]
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicyCheckArgs {
+    /// The policy file.
+    #[arg(value_name = "POLICY")]
+    pub(crate) policy: PathBuf,
+}
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaCommand {
@@ -402,10 +421,14 @@ pub(crate) enum IdentityArg {
 pub(crate) struct VerifyArgs {
     /// A trusted public key or certificate (PEM). Repeat for several; any
     /// one of them may verify.
-    #[arg(long, value_name = "FILE", required_unless_present = "ca_roots")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["ca_roots", "policy"])]
     pub(crate) key: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) cert: CertTrustArgs,
+    /// Verify against a trust policy (TOML; see docs/policy.md) instead of
+    /// --key / --ca-roots.
+    #[arg(long, value_name = "POLICY", conflicts_with_all = ["key", "ca_roots"])]
+    pub(crate) policy: Option<PathBuf>,
     /// An annotation the signature payload must carry.
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<(String, String)>,

@@ -15,6 +15,7 @@
 pub mod artifact;
 pub mod attest;
 pub mod digest;
+pub mod policy;
 pub mod reference;
 pub mod referrers;
 pub mod registry;

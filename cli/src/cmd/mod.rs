@@ -3,6 +3,7 @@
 mod attest;
 mod ca;
 mod key;
+mod policy;
 mod provenance;
 mod sign;
 mod verify;
@@ -13,7 +14,7 @@ use anyhow::Context as _;
 use marque_verifier::registry::{self, Client, ClientOptions};
 
 use crate::Status;
-use crate::args::{CaCommand, Command, KeyCommand, RegistryArgs};
+use crate::args::{CaCommand, Command, KeyCommand, PolicyCommand, RegistryArgs};
 
 pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
     match command {
@@ -22,6 +23,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
         Command::Sign(args) => sign::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Attest(args) => attest::run(args).await,
+        Command::Policy(PolicyCommand::Check(args)) => policy::check(args),
         Command::Ca(CaCommand::Init(args)) => ca::init(args),
         Command::Ca(CaCommand::IssueSigner(args)) => ca::issue_signer(args),
         Command::VerifyAttestation(args) => attest::verify(args).await,

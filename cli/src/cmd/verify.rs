@@ -68,6 +68,17 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
         .iter()
         .map(|s| ImageRef::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(policy) = &args.policy {
+        let client = super::registry_client(&args.registry)?;
+        return super::policy::verify(
+            policy,
+            &images,
+            &client,
+            usize::from(args.jobs),
+            args.output,
+        )
+        .await;
+    }
     let keys = super::load_public_keys(&args.key)?;
 
     let client = super::registry_client(&args.registry)?;

@@ -1,0 +1,292 @@
+//! `marque policy check` and `marque verify --policy`.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+use crate::support;
+
+struct Env {
+    addr: String,
+    dir: tempfile::TempDir,
+    keys: Vec<(PathBuf, PathBuf)>,
+}
+
+fn env() -> Option<Env> {
+    let addr = registry()?.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| plain_key(dir.path(), n))
+        .collect();
+    Some(Env { addr, dir, keys })
+}
+
+impl Env {
+    fn image(&self, repo: &str) -> String {
+        let digest = support::push_sample_image(&self.addr, repo, "v1");
+        format!("{}/{repo}@{digest}", self.addr)
+    }
+
+    fn sign(&self, who: usize, image: &str) {
+        marque(
+            &["sign", "--key", self.keys[who].0.to_str().unwrap(), image],
+            &[],
+        )
+        .expect_code(0);
+    }
+
+    fn policy(&self, text: &str) -> PathBuf {
+        let p = self
+            .dir
+            .path()
+            .join(format!("policy-{}.toml", unique_repo("p")));
+        std::fs::write(&p, text.replace("ADDR", &self.addr)).unwrap();
+        p
+    }
+
+    fn verify(&self, policy: &Path, image: &str) -> Out {
+        marque(
+            &[
+                "verify",
+                "--policy",
+                policy.to_str().unwrap(),
+                "-o",
+                "json",
+                image,
+            ],
+            &[],
+        )
+    }
+}
+
+const TWO_OF_THREE: &str = r#"
+version = 1
+
+[[scope]]
+name = "release"
+match = ["ADDR/pol-*"]
+
+[[scope.authority]]
+name = "release-managers"
+keys = ["alice.pub", "bob.pub", "carol.pub"]
+threshold = 2
+
+[[scope]]
+name = "audited"
+match = ["ADDR/audit-*"]
+mode = "audit"
+
+[[scope.authority]]
+name = "team"
+keys = ["alice.pub"]
+
+[[scope]]
+name = "third-party"
+match = ["ADDR/vendor/**"]
+mode = "skip"
+"#;
+
+#[test]
+fn two_of_three_distinct_signers() {
+    let Some(e) = env() else { return };
+    let policy = e.policy(TWO_OF_THREE);
+    marque(&["policy", "check", policy.to_str().unwrap()], &[]).expect_code(0);
+
+    let repo = unique_repo("pol-two");
+    let image = e.image(&repo);
+    e.sign(0, &image);
+    let out = e.verify(&policy, &image);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("1 of 2 required distinct signers"),
+        "{}",
+        out.stderr
+    );
+
+    // The same signer's layer twice does not count twice.
+    let digest = image.rsplit('@').next().unwrap();
+    let mut m = sig_manifest(&e.addr, &repo, digest).unwrap();
+    let layer = m["layers"][0].clone();
+    m["layers"].as_array_mut().unwrap().push(layer);
+    put_manifest(
+        &e.addr,
+        &repo,
+        &sig_tag(digest),
+        &serde_json::to_vec(&m).unwrap(),
+    );
+    let out = e.verify(&policy, &image);
+    out.expect_code(1);
+    assert!(
+        out.json()[0]["authorities"][0]["not_counted"]
+            .to_string()
+            .contains("already counted"),
+        "{}",
+        out.stdout
+    );
+
+    e.sign(1, &image);
+    let out = e.verify(&policy, &image);
+    out.expect_code(0);
+    let d = &out.json()[0];
+    assert_eq!(d["allowed"], true);
+    assert_eq!(d["authorities"][0]["signers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn default_deny_audit_and_skip() {
+    let Some(e) = env() else { return };
+    let policy = e.policy(TWO_OF_THREE);
+    // No scope: denied, with the reason.
+    let other = e.image(&unique_repo("elsewhere"));
+    let out = e.verify(&policy, &other);
+    out.expect_code(1);
+    assert!(out.stderr.contains("no scope matches"), "{}", out.stderr);
+    // Audit: unsigned but allowed, and said so.
+    let audited = e.image(&unique_repo("audit-x"));
+    let out = e.verify(&policy, &audited);
+    out.expect_code(0);
+    assert_eq!(out.json()[0]["satisfied"], false);
+    assert!(out.stderr.contains("audit"), "{}", out.stderr);
+    // Skip: allowed without evidence.
+    let vendor = e.image(&format!("vendor/{}", unique_repo("lib")));
+    e.verify(&policy, &vendor).expect_code(0);
+}
+
+#[test]
+fn revocations() {
+    let Some(e) = env() else { return };
+    let repo = unique_repo("pol-revoked");
+    let image = e.image(&repo);
+    e.sign(0, &image);
+    e.sign(1, &image);
+    let digest = image.rsplit('@').next().unwrap().to_owned();
+    let alice = marque_keys::PublicKey::from_pem(&std::fs::read(&e.keys[0].1).unwrap()).unwrap();
+    let revoked_digest = e.policy(&format!(
+        "{TWO_OF_THREE}\n[revocations]\ndigests = [\"{digest}\"]\n"
+    ));
+    let out = e.verify(&revoked_digest, &image);
+    out.expect_code(1);
+    assert!(out.stderr.contains("is revoked"), "{}", out.stderr);
+    let revoked_key = e.policy(&format!(
+        "{TWO_OF_THREE}\n[revocations]\nkeys = [\"{}\"]\n",
+        alice.key_id()
+    ));
+    let out = e.verify(&revoked_key, &image);
+    out.expect_code(1);
+    assert!(
+        out.json()[0]["authorities"][0]["not_counted"]
+            .to_string()
+            .contains("revoked"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn policy_check_explains_every_error() {
+    let Some(e) = env() else { return };
+    let bad = e.policy(
+        r#"version = 1
+[[scope]]
+match = ["ADDR/App"]
+[[scope.authority]]
+name = "x"
+keys = ["alice.pub"]
+threshold = 2
+[[scope]]
+match = ["ADDR/app"]
+mode = "skip"
+[[scope]]
+match = ["ADDR/app"]
+mode = "skip"
+"#,
+    );
+    let out = marque(&["policy", "check", bad.to_str().unwrap()], &[]);
+    out.expect_code(1);
+    for needle in [
+        ":3: scope[0].match",
+        "matches nothing",
+        ":7: scope[0].authority[0].threshold",
+        "more than the 1 keys",
+        "duplicate scope",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+    let unknown = e.policy("version = 1\nverison = 2\n");
+    let out = marque(&["policy", "check", unknown.to_str().unwrap()], &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(":2:") && out.stderr.contains("verison"),
+        "{}",
+        out.stderr
+    );
+    // verify --policy refuses a bad policy before any network use.
+    marque(
+        &[
+            "verify",
+            "--policy",
+            bad.to_str().unwrap(),
+            "127.0.0.1:9/x@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ],
+        &[],
+    )
+    .expect_code(2);
+}
+
+#[test]
+fn a_ca_authority_with_an_identity_regex() {
+    let Some(e) = env() else { return };
+    let ca = e.dir.path().join("ca");
+    marque(
+        &["ca", "init", "--out", ca.to_str().unwrap()],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    )
+    .expect_code(0);
+    let cert = e.dir.path().join("ci.crt");
+    marque(
+        &[
+            "ca",
+            "issue-signer",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--key",
+            e.keys[2].1.to_str().unwrap(),
+            "--identity",
+            "https://ci.example.com/release",
+            "--output",
+            cert.to_str().unwrap(),
+        ],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    )
+    .expect_code(0);
+    let policy = e.policy(
+        r#"version = 1
+[[scope]]
+match = ["ADDR/pol-ca-*"]
+[[scope.authority]]
+name = "ci"
+ca_roots = "ca/root.crt"
+identity_regex = "https://ci\\.example\\.com/.*"
+"#,
+    );
+    let image = e.image(&unique_repo("pol-ca-app"));
+    e.verify(&policy, &image).expect_code(1);
+    marque(
+        &[
+            "sign",
+            "--key",
+            e.keys[2].0.to_str().unwrap(),
+            "--certificate",
+            cert.to_str().unwrap(),
+            &image,
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let out = e.verify(&policy, &image);
+    out.expect_code(0);
+    assert_eq!(
+        out.json()[0]["authorities"][0]["signers"][0],
+        "https://ci.example.com/release"
+    );
+}
