@@ -77,6 +77,24 @@ pub(crate) enum PolicyCommand {
         after_help = "Examples:\n  marque policy check policy.toml\n  marque verify --policy policy.toml ghcr.io/org/app@sha256:…\n\nSee docs/policy.md for the format."
     )]
     Check(PolicyCheckArgs),
+    /// Show how a policy decides for one image: the scope, each authority,
+    /// each signature and why it counted or not.
+    #[command(
+        after_help = "Examples:\n  marque policy explain policy.toml ghcr.io/org/app@sha256:…"
+    )]
+    Explain(PolicyExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicyExplainArgs {
+    /// The policy file.
+    #[arg(value_name = "POLICY")]
+    pub(crate) policy: PathBuf,
+    /// The image.
+    #[arg(value_name = "IMAGE")]
+    pub(crate) image: String,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -443,8 +461,12 @@ pub(crate) struct VerifyArgs {
     pub(crate) output: OutputFormat,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
+    /// Read more images from this file, one reference per line (`#`
+    /// comments and blank lines ignored; `-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from_file: Option<PathBuf>,
     /// Images: registry references or oci:PATH[:tag|@digest].
-    #[arg(required = true, value_name = "IMAGE")]
+    #[arg(required_unless_present = "from_file", value_name = "IMAGE")]
     pub(crate) images: Vec<String>,
 }
 

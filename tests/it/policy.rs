@@ -290,3 +290,50 @@ identity_regex = "https://ci\\.example\\.com/.*"
         "https://ci.example.com/release"
     );
 }
+
+#[test]
+fn batch_from_file_verifies_each_digest_once_and_explain_traces() {
+    let Some(e) = env() else { return };
+    let policy = e.policy(TWO_OF_THREE);
+    let repo = unique_repo("pol-batch");
+    let image = e.image(&repo);
+    e.sign(0, &image);
+    e.sign(2, &image);
+    let by_tag = format!("{}/{repo}:v1", e.addr);
+    let list = e.dir.path().join("images.txt");
+    std::fs::write(&list, format!("# release\n{image}\n\n{by_tag}\n{image}\n")).unwrap();
+    let out = marque(
+        &[
+            "verify",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--from-file",
+            list.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    out.expect_code(0);
+    assert_eq!(out.json().as_array().unwrap().len(), 3);
+    assert!(
+        out.stderr
+            .contains("3 of 3 images allowed (1 distinct digests verified)"),
+        "{}",
+        out.stderr
+    );
+
+    let out = marque(
+        &["policy", "explain", policy.to_str().unwrap(), &by_tag],
+        &[],
+    );
+    out.expect_code(0);
+    for needle in [
+        "scope:  \"release\"",
+        "2 of 2 distinct signers, satisfied",
+        "counted:",
+        "decision: ALLOWED",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}:\n{}", out.stdout);
+    }
+}

@@ -24,6 +24,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
         Command::Verify(args) => verify::run(args).await,
         Command::Attest(args) => attest::run(args).await,
         Command::Policy(PolicyCommand::Check(args)) => policy::check(args),
+        Command::Policy(PolicyCommand::Explain(args)) => policy::explain(args).await,
         Command::Ca(CaCommand::Init(args)) => ca::init(args),
         Command::Ca(CaCommand::IssueSigner(args)) => ca::issue_signer(args),
         Command::VerifyAttestation(args) => attest::verify(args).await,

@@ -40,7 +40,9 @@ pub(super) fn check(args: PolicyCheckArgs) -> anyhow::Result<Status> {
     }
 }
 
-/// `verify --policy`: one decision per image.
+/// `verify --policy`: one decision per image. Tags are resolved once, and
+/// each distinct repository@digest is decided once, however many
+/// references name it.
 pub(super) async fn verify(
     policy_path: &std::path::Path,
     images: &[ImageRef],
@@ -53,9 +55,27 @@ pub(super) async fn verify(
         Err(n) => anyhow::bail!("{}: {n} error(s) in the policy", policy_path.display()),
     };
     let now = std::time::SystemTime::now();
-    let bar = crate::output::progress(images.len(), "verifying");
-    let results: Vec<(String, Result<Decision, String>)> =
-        futures_util::stream::iter(images.iter())
+    let pinned: Vec<Result<ImageRef, String>> = futures_util::stream::iter(images.iter())
+        .map(|image| async move {
+            let repo = client.repository(image);
+            repo.resolve(image)
+                .await
+                .map(|d| image.with_digest(d))
+                .map_err(|e| e.to_string())
+        })
+        .buffered(jobs)
+        .collect()
+        .await;
+    let mut unique: Vec<ImageRef> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in pinned.iter().flatten() {
+        if seen.insert(dedupe_key(p)) {
+            unique.push(p.clone());
+        }
+    }
+    let bar = crate::output::progress(unique.len(), "verifying");
+    let decided: Vec<(String, Result<Decision, String>)> =
+        futures_util::stream::iter(unique.iter())
             .map(|image| {
                 let (policy, bar) = (&policy, &bar);
                 async move {
@@ -70,23 +90,54 @@ pub(super) async fn verify(
                     .await
                     .map_err(|e| e.to_string());
                     bar.inc(1);
-                    bar.suspend(|| match &r {
-                        Ok(d) if d.allowed && d.satisfied => {
-                            eprintln!("ALLOWED {image}: {}", d.reasons.join("; "))
-                        }
-                        Ok(d) if d.allowed => {
-                            eprintln!("ALLOWED (audit) {image}: {}", d.reasons.join("; "))
-                        }
-                        Ok(d) => eprintln!("DENIED {image}: {}", d.reasons.join("; ")),
-                        Err(e) => eprintln!("Error verifying {image}: {e}"),
-                    });
-                    (image.to_string(), r)
+                    (dedupe_key(image), r)
                 }
             })
             .buffered(jobs)
             .collect()
             .await;
     bar.finish_and_clear();
+    let by_key: std::collections::HashMap<String, Result<Decision, String>> =
+        decided.into_iter().collect();
+    let results: Vec<(String, Result<Decision, String>)> = images
+        .iter()
+        .zip(pinned)
+        .map(|(image, p)| {
+            let r = p
+                .and_then(|p| {
+                    by_key
+                        .get(&dedupe_key(&p))
+                        .cloned()
+                        .unwrap_or_else(|| Err("internal error: no decision".to_owned()))
+                })
+                .map(|mut d| {
+                    d.image = image.to_string();
+                    d
+                });
+            match &r {
+                Ok(d) if d.allowed && d.satisfied => {
+                    eprintln!("ALLOWED {image}: {}", d.reasons.join("; "))
+                }
+                Ok(d) if d.allowed => {
+                    eprintln!("ALLOWED (audit) {image}: {}", d.reasons.join("; "))
+                }
+                Ok(d) => eprintln!("DENIED {image}: {}", d.reasons.join("; ")),
+                Err(e) => eprintln!("Error verifying {image}: {e}"),
+            }
+            (image.to_string(), r)
+        })
+        .collect();
+    if results.len() > 1 {
+        let allowed = results
+            .iter()
+            .filter(|(_, r)| r.as_ref().is_ok_and(|d| d.allowed))
+            .count();
+        eprintln!(
+            "{allowed} of {} images allowed ({} distinct digests verified).",
+            results.len(),
+            unique.len()
+        );
+    }
     let mut status = Status::Ok;
     for (_, r) in &results {
         status = status.worst(match r {
@@ -106,4 +157,72 @@ pub(super) async fn verify(
         crate::output::print_json(&json)?;
     }
     Ok(status)
+}
+
+/// `registry/repository@digest` (the tag does not matter once pinned).
+fn dedupe_key(image: &ImageRef) -> String {
+    match image {
+        ImageRef::Registry(r) => format!(
+            "{}/{}@{}",
+            r.registry(),
+            r.repository(),
+            r.digest().map(ToString::to_string).unwrap_or_default()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// `marque policy explain`: the decision trace for one image.
+pub(super) async fn explain(args: crate::args::PolicyExplainArgs) -> anyhow::Result<Status> {
+    let policy = match load(&args.policy)? {
+        Ok(p) => p,
+        Err(n) => anyhow::bail!("{}: {n} error(s) in the policy", args.policy.display()),
+    };
+    let image = ImageRef::parse(&args.image)?;
+    let client = super::registry_client(&args.registry)?;
+    let repo = client.repository(&image);
+    let d = marque_verifier::policy::evaluate(
+        &policy,
+        &repo,
+        &image,
+        client.limits(),
+        std::time::SystemTime::now(),
+    )
+    .await?;
+    println!("image:  {}", d.image);
+    if let Some(digest) = &d.digest {
+        println!("digest: {digest}");
+    }
+    match &d.scope {
+        Some(s) => println!("scope:  {s:?} (mode {:?})", d.mode),
+        None => println!("scope:  none matches"),
+    }
+    for a in &d.authorities {
+        println!(
+            "authority {:?}: {} of {} distinct signers, {}",
+            a.authority,
+            a.signers.len(),
+            a.threshold,
+            if a.satisfied {
+                "satisfied"
+            } else {
+                "NOT satisfied"
+            }
+        );
+        for s in &a.signers {
+            println!("  counted:     {s}");
+        }
+        for n in &a.not_counted {
+            println!("  not counted: {n}");
+        }
+    }
+    for r in &d.reasons {
+        println!("reason: {r}");
+    }
+    println!("decision: {}", if d.allowed { "ALLOWED" } else { "DENIED" });
+    Ok(if d.allowed {
+        Status::Ok
+    } else {
+        Status::Failed
+    })
 }

@@ -63,8 +63,11 @@ impl Entry {
 }
 
 pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
-    let images = args
-        .images
+    let mut names = args.images.clone();
+    if let Some(file) = &args.from_file {
+        names.extend(read_image_list(file)?);
+    }
+    let images = names
         .iter()
         .map(|s| ImageRef::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
@@ -197,4 +200,24 @@ pub(super) fn certificate_requirements(
         intermediates,
         identity,
     }))
+}
+
+/// Image references from a file (or stdin for `-`), one per line.
+fn read_image_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use std::io::Read as _;
+    const MAX: u64 = 64 << 20;
+    let mut text = String::new();
+    let what = || format!("cannot read image list {}", path.display());
+    if path.as_os_str() == "-" {
+        std::io::stdin().lock().take(MAX).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX).read_to_string(&mut text))
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e}", what()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
 }
