@@ -337,3 +337,94 @@ fn batch_from_file_verifies_each_digest_once_and_explain_traces() {
         assert!(out.stdout.contains(needle), "{needle}:\n{}", out.stdout);
     }
 }
+
+#[test]
+fn required_provenance_with_conditions() {
+    let Some(e) = env() else { return };
+    let policy_text = |condition: &str| {
+        format!(
+            r#"version = 1
+[[scope]]
+match = ["ADDR/pol-prov-*"]
+[[scope.authority]]
+name = "builder"
+keys = ["alice.pub"]
+[[scope.attestation]]
+type = "slsaprovenance1"
+authority = "builder"
+{condition}
+"#
+        )
+    };
+    let image = e.image(&unique_repo("pol-prov-app"));
+    e.sign(0, &image);
+    let prov = e.dir.path().join("prov.json");
+    marque(
+        &[
+            "provenance",
+            "--builder-id",
+            "https://ci.example.com/builders/1",
+            "--build-type",
+            "https://ci.example.com/t",
+            "--source-repo",
+            "https://git.example.com/org/app",
+            "--output",
+            prov.to_str().unwrap(),
+        ],
+        &[("GITHUB_ACTIONS", ""), ("GITLAB_CI", "")],
+    )
+    .expect_code(0);
+    let with = |cond: &str| e.policy(&policy_text(cond));
+    // Required but absent.
+    let prefix = with(
+        "[[scope.attestation.condition]]\npath = \"predicate.runDetails.builder.id\"\nprefix = \"https://ci.example.com/\"\n",
+    );
+    let out = e.verify(&prefix, &image);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("none satisfies the policy"),
+        "{}",
+        out.stderr
+    );
+    marque(
+        &[
+            "attest",
+            "--key",
+            e.keys[0].0.to_str().unwrap(),
+            "--type",
+            "slsaprovenance1",
+            "--predicate",
+            prov.to_str().unwrap(),
+            &image,
+        ],
+        &[],
+    )
+    .expect_code(0);
+    e.verify(&prefix, &image).expect_code(0);
+    let one_of = with(
+        "[[scope.attestation.condition]]\npath = \"predicate.buildDefinition.externalParameters.source.repository\"\none_of = [\"https://git.example.com/org/app\", \"https://git.example.com/org/lib\"]\n",
+    );
+    e.verify(&one_of, &image).expect_code(0);
+    // Another builder, and a field that is missing, both fail.
+    let other = with(
+        "[[scope.attestation.condition]]\npath = \"predicate.runDetails.builder.id\"\nequals = \"https://evil.example.com/\"\n",
+    );
+    e.verify(&other, &image).expect_code(1);
+    let missing = with(
+        "[[scope.attestation.condition]]\npath = \"predicate.runDetails.metadata.invocationId\"\nprefix = \"https://\"\n",
+    );
+    let out = e.verify(&missing, &image);
+    out.expect_code(1);
+    assert!(out.stdout.contains("is missing"), "{}", out.stdout);
+    // A rule naming an authority the scope does not have.
+    let bad = e.policy(
+        &policy_text("").replace("authority = \"builder\"\n\n", "authority = \"nobody\"\n"),
+    );
+    let out = marque(&["policy", "check", bad.to_str().unwrap()], &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("no authority named \"nobody\""),
+        "{}",
+        out.stderr
+    );
+}

@@ -53,6 +53,27 @@ struct ScopeFile {
     mode: Mode,
     #[serde(default, rename = "authority")]
     authorities: Vec<Spanned<AuthorityFile>>,
+    #[serde(default, rename = "attestation")]
+    attestations: Vec<Spanned<AttestationFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestationFile {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    authority: Spanned<String>,
+    #[serde(default, rename = "condition")]
+    conditions: Vec<Spanned<ConditionFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionFile {
+    path: String,
+    equals: Option<String>,
+    one_of: Option<Vec<String>>,
+    prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +146,67 @@ pub struct Authority {
     pub threshold: usize,
 }
 
+/// A test on a field of a verified statement.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    /// Dotted path into the statement (`predicate.runDetails.builder.id`).
+    pub path: String,
+    /// What the field must be.
+    pub test: Test,
+}
+
+/// The test a condition applies.
+#[derive(Debug, Clone)]
+pub enum Test {
+    /// Exactly this string.
+    Equals(String),
+    /// One of these strings.
+    OneOf(Vec<String>),
+    /// A string starting with this.
+    Prefix(String),
+}
+
+/// An attestation a scope requires.
+#[derive(Debug, Clone)]
+pub struct AttestationRule {
+    /// The predicate type URI.
+    pub predicate_type: String,
+    /// The authority (by index in the scope) that must have signed it.
+    pub authority: usize,
+    /// All must hold on one verified statement.
+    pub conditions: Vec<Condition>,
+}
+
+impl Condition {
+    /// Checks the condition on `statement`; a missing field fails.
+    pub fn check(&self, statement: &serde_json::Value) -> Result<(), String> {
+        let mut v = statement;
+        for part in self.path.split('.') {
+            v = v
+                .get(part)
+                .ok_or_else(|| format!("{} is missing", self.path))?;
+        }
+        let actual = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => return Err(format!("{} is null", self.path)),
+            other => other.to_string(),
+        };
+        let ok = match &self.test {
+            Test::Equals(e) => actual == *e,
+            Test::OneOf(list) => list.contains(&actual),
+            Test::Prefix(p) => actual.starts_with(p.as_str()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is {actual:?}, which does not satisfy {:?}",
+                self.path, self.test
+            ))
+        }
+    }
+}
+
 /// Images matched by patterns, and what they need.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -135,6 +217,8 @@ pub struct Scope {
     pub mode: Mode,
     /// All must be satisfied.
     pub authorities: Vec<Authority>,
+    /// Attestations required.
+    pub attestations: Vec<AttestationRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +332,64 @@ impl Policy {
                     authorities.push(auth);
                 }
             }
+            let mut attestations = Vec::new();
+            for (ti, t) in scope.attestations.iter().enumerate() {
+                let tf = format!("{field}.attestation[{ti}]");
+                let t = t.get_ref();
+                let Some(predicate_type) =
+                    crate::artifact::intoto::predicate_type(t.kind.get_ref())
+                else {
+                    errors.at(
+                        t.kind.span(),
+                        format!("{tf}.type"),
+                        "unknown predicate type: use a cosign short name or a URI",
+                    );
+                    continue;
+                };
+                let Some(authority) = scope
+                    .authorities
+                    .iter()
+                    .position(|a| a.get_ref().name == *t.authority.get_ref())
+                else {
+                    errors.at(
+                        t.authority.span(),
+                        format!("{tf}.authority"),
+                        format!(
+                            "no authority named {:?} in this scope",
+                            t.authority.get_ref()
+                        ),
+                    );
+                    continue;
+                };
+                let mut conditions = Vec::new();
+                for (ci, c) in t.conditions.iter().enumerate() {
+                    let cf = format!("{tf}.condition[{ci}]");
+                    let span = c.span();
+                    let c = c.get_ref();
+                    let test = match (&c.equals, &c.one_of, &c.prefix) {
+                        (Some(e), None, None) => Test::Equals(e.clone()),
+                        (None, Some(l), None) if !l.is_empty() => Test::OneOf(l.clone()),
+                        (None, None, Some(p)) => Test::Prefix(p.clone()),
+                        _ => {
+                            errors.at(span, cf, "a condition needs exactly one of equals, one_of (not empty) or prefix");
+                            continue;
+                        }
+                    };
+                    if c.path.is_empty() || c.path.split('.').any(str::is_empty) {
+                        errors.at(span, format!("{cf}.path"), "a path is dot-separated field names, e.g. predicate.runDetails.builder.id");
+                        continue;
+                    }
+                    conditions.push(Condition {
+                        path: c.path.clone(),
+                        test,
+                    });
+                }
+                attestations.push(AttestationRule {
+                    predicate_type: predicate_type.to_owned(),
+                    authority,
+                    conditions,
+                });
+            }
             scopes.push(Scope {
                 name: scope.name.clone().unwrap_or_else(|| {
                     scope
@@ -260,6 +402,7 @@ impl Policy {
                 patterns,
                 mode: scope.mode,
                 authorities,
+                attestations,
             });
         }
         let mut revoked_digests = HashSet::new();
@@ -577,6 +720,22 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// Per authority.
     pub authorities: Vec<AuthorityOutcome>,
+    /// Per required attestation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationOutcome>,
+}
+
+/// One required attestation's part of a decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttestationOutcome {
+    /// The predicate type.
+    pub predicate_type: String,
+    /// The authority that must have signed it.
+    pub authority: String,
+    /// Whether a verified statement met every condition.
+    pub satisfied: bool,
+    /// Why statements did not count.
+    pub reasons: Vec<String>,
 }
 
 /// Applies `policy` to `image`. `Err` means evidence could not be fetched
@@ -597,6 +756,7 @@ pub async fn evaluate(
         satisfied: false,
         reasons: Vec::new(),
         authorities: Vec::new(),
+        attestations: Vec::new(),
     };
     let Some(scope) = policy.scope_for(image) else {
         d.reasons.push(format!(
@@ -680,6 +840,61 @@ pub async fn evaluate(
             signers: signers.into_iter().collect(),
             satisfied: ok,
             not_counted,
+        });
+    }
+    for rule in &scope.attestations {
+        let authority = &scope.authorities[rule.authority];
+        let (keys, certificates) = match &authority.trusted {
+            Trusted::Keys(k) => (k.clone(), None),
+            Trusted::Ca(c) => (Vec::new(), Some(c.clone())),
+        };
+        let req = crate::attest::AttestationRequirements {
+            keys,
+            predicate_type: rule.predicate_type.clone(),
+            max_envelope_bytes: 17 << 20,
+            max_layers: limits.max_signatures,
+            certificates,
+            now,
+        };
+        let report = crate::attest::verify(repo, &pinned, &req).await?;
+        let mut reasons: Vec<String> = report
+            .rejected
+            .iter()
+            .map(|r| format!("attestation {}: {}", r.index, r.reason))
+            .collect();
+        if let Some(p) = &report.problem {
+            reasons.push(p.clone());
+        }
+        let mut ok = false;
+        for v in report
+            .verified
+            .iter()
+            .filter(|v| !policy.revoked_keys.contains(&v.key_id))
+        {
+            match rule
+                .conditions
+                .iter()
+                .try_for_each(|c| c.check(&v.statement))
+            {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(why) => reasons.push(format!("statement signed by {}: {why}", v.key_id)),
+            }
+        }
+        if !ok {
+            satisfied = false;
+            d.reasons.push(format!(
+                "attestation {} signed by {:?}: none satisfies the policy",
+                rule.predicate_type, authority.name
+            ));
+        }
+        d.attestations.push(AttestationOutcome {
+            predicate_type: rule.predicate_type.clone(),
+            authority: authority.name.clone(),
+            satisfied: ok,
+            reasons,
         });
     }
     d.satisfied = satisfied;
