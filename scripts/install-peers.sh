@@ -48,6 +48,15 @@ if ! command -v htpasswd >/dev/null 2>&1; then
     fi
 fi
 
+# openssl (CLI) cross-checks the PKCS#8 keys marque writes (keys/tests).
+if ! command -v openssl >/dev/null 2>&1; then
+    log "installing openssl"
+    if ! apt-get install -y -qq --no-install-recommends openssl >/dev/null 2>&1; then
+        system_apt_update
+        apt-get install -y -qq --no-install-recommends openssl >/dev/null
+    fi
+fi
+
 # ---------------------------------------------------------------- trixie peers
 peers_ok() {
     [ -x "$BIN/cosign" ] && [ -x "$BIN/skopeo" ] \
