@@ -338,31 +338,20 @@ fn certificate_signer(
     layer: Option<&Descriptor>,
     req: &AttestationRequirements,
 ) -> Result<(Vec<u8>, String), String> {
-    use base64::Engine as _;
     let (Some(layer), Some(certs)) = (layer, &req.certificates) else {
         return Err(dsse::DsseError::NoTrustedKey.to_string());
     };
-    if envelope.payload_type != dsse::IN_TOTO_PAYLOAD_TYPE {
-        return Err(dsse::DsseError::PayloadType {
-            found: envelope.payload_type.clone(),
-            expected: dsse::IN_TOTO_PAYLOAD_TYPE.to_owned(),
-        }
-        .to_string());
-    }
-    let decode = |s: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
+    let mut last = None;
+    let verified = envelope.verify_with(dsse::IN_TOTO_PAYLOAD_TYPE, |message, sig| {
+        crate::verify::check_certificate(layer, message, sig, certs, req.now)
+            .map_err(|r| last = Some(r.to_string()))
             .ok()
-    };
-    let body = decode(&envelope.payload).ok_or("the envelope payload is not base64")?;
-    let message = dsse::pae(&envelope.payload_type, &body);
-    let mut last = dsse::DsseError::NoTrustedKey.to_string();
-    for sig in envelope.signatures.iter().filter_map(|s| decode(&s.sig)) {
-        match crate::verify::check_certificate(layer, &message, &sig, certs, req.now) {
-            Ok(identity) => return Ok((body, identity)),
-            Err(r) => last = r.to_string(),
+    });
+    match verified {
+        Ok(found) => Ok(found),
+        Err(dsse::DsseError::NoTrustedKey) => {
+            Err(last.unwrap_or_else(|| dsse::DsseError::NoTrustedKey.to_string()))
         }
+        Err(e) => Err(e.to_string()),
     }
-    Err(last)
 }

@@ -366,14 +366,7 @@ pub fn check_bundle(
             (Some((req, now)), Some(der)) => {
                 let cert = marque_keys::certificate::SignerCertificate::from_der(der)
                     .map_err(|e| e.to_string())?;
-                cert.verify_chain(&req.intermediates, &req.roots, now)
-                    .map_err(|e| e.to_string())?;
-                let identity = cert
-                    .identities()
-                    .iter()
-                    .find(|id| req.identity.accepts(id))
-                    .ok_or_else(|| format!("identities {:?} are not accepted", cert.identities()))?
-                    .clone();
+                let identity = req.accepted_identity(&cert, Vec::new(), now)?;
                 let (body, _) = envelope
                     .verify(
                         dsse::IN_TOTO_PAYLOAD_TYPE,

@@ -74,6 +74,28 @@ pub enum CertificateIdentity {
     Regex(regex::Regex),
 }
 
+impl CertificateRequirements {
+    /// Checks that `cert` chains to a trusted root (through the configured
+    /// intermediates and `chain`), is valid at `now`, allows code signing,
+    /// and carries an accepted identity; returns that identity. Roots in
+    /// `chain` are only path candidates: trust comes from `self.roots`.
+    pub(crate) fn accepted_identity(
+        &self,
+        cert: &marque_keys::certificate::SignerCertificate,
+        mut chain: Vec<Vec<u8>>,
+        now: std::time::SystemTime,
+    ) -> Result<String, String> {
+        chain.extend(self.intermediates.iter().cloned());
+        cert.verify_chain(&chain, &self.roots, now)
+            .map_err(|e| e.to_string())?;
+        cert.identities()
+            .iter()
+            .find(|id| self.identity.accepts(id))
+            .cloned()
+            .ok_or_else(|| format!("identities {:?} are not accepted", cert.identities()))
+    }
+}
+
 impl CertificateIdentity {
     pub(crate) fn accepts(&self, id: &str) -> bool {
         match self {
@@ -587,7 +609,7 @@ pub(crate) fn check_certificate(
         .get(CERTIFICATE_ANNOTATION)
         .ok_or(Rejection::NoTrustedKey)?;
     let cert = SignerCertificate::from_pem(pem.as_bytes()).map_err(|e| reject(e.to_string()))?;
-    let mut intermediates = req.intermediates.clone();
+    let mut intermediates = Vec::new();
     if let Some(chain) = layer
         .annotations
         .get(CHAIN_ANNOTATION)
@@ -596,21 +618,9 @@ pub(crate) fn check_certificate(
         intermediates
             .extend(certificates_from_pem(chain.as_bytes()).map_err(|e| reject(e.to_string()))?);
     }
-    // Roots in the chain annotation are only path candidates: trust comes
-    // from `req.roots` alone.
-    cert.verify_chain(&intermediates, &req.roots, now)
-        .map_err(|e| reject(e.to_string()))?;
-    let identity = cert
-        .identities()
-        .iter()
-        .find(|id| req.identity.accepts(id))
-        .ok_or_else(|| {
-            reject(format!(
-                "identities {:?} are not accepted",
-                cert.identities()
-            ))
-        })?
-        .clone();
+    let identity = req
+        .accepted_identity(&cert, intermediates, now)
+        .map_err(reject)?;
     cert.public_key()
         .verify(payload, signature)
         .map_err(|_| reject("the signature was not made with the certificate's key".to_owned()))?;

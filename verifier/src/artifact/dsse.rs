@@ -113,6 +113,20 @@ impl Envelope {
         expected_type: &str,
         keys: &[PublicKey],
     ) -> Result<(Vec<u8>, usize), DsseError> {
+        self.verify_with(expected_type, |message, sig| {
+            keys.iter().position(|k| k.verify(message, sig).is_ok())
+        })
+    }
+
+    /// Checks the payload type, then offers each signature, with the PAE it
+    /// must cover, to `check` (which verifies it, e.g. with a certificate's
+    /// key). Returns the verified payload bytes and what `check` returned
+    /// for the first signature it accepted.
+    pub fn verify_with<T>(
+        &self,
+        expected_type: &str,
+        mut check: impl FnMut(&[u8], &[u8]) -> Option<T>,
+    ) -> Result<(Vec<u8>, T), DsseError> {
         if self.payload_type != expected_type {
             return Err(DsseError::PayloadType {
                 found: self.payload_type.clone(),
@@ -123,8 +137,8 @@ impl Envelope {
         let message = pae(&self.payload_type, &body);
         for s in &self.signatures {
             let Some(sig) = decode(&s.sig) else { continue };
-            if let Some(i) = keys.iter().position(|k| k.verify(&message, &sig).is_ok()) {
-                return Ok((body, i));
+            if let Some(found) = check(&message, &sig) {
+                return Ok((body, found));
             }
         }
         Err(DsseError::NoTrustedKey)
