@@ -159,7 +159,32 @@ impl Append {
         repo.push_blob(blob.clone()).await?;
         repo.push_blob(manifest::signature_manifest(vec![layer.clone()]).config)
             .await?;
-        Ok(Append {
+        Ok(Append::uploaded(
+            repo,
+            image,
+            digest,
+            tag,
+            blob,
+            layer,
+            public_key,
+            max_signatures,
+        ))
+    }
+
+    /// An append of `layer` (describing `blob`; its signature annotation
+    /// set) whose blob and first-signature config are already uploaded.
+    #[allow(clippy::too_many_arguments)] // private; each is one field
+    fn uploaded(
+        repo: Repository,
+        image: ImageRef,
+        digest: Digest,
+        tag: String,
+        blob: Vec<u8>,
+        layer: Descriptor,
+        public_key: marque_keys::PublicKey,
+        max_signatures: usize,
+    ) -> Append {
+        Append {
             repo,
             image,
             payload_digest: Digest::of(&blob),
@@ -179,7 +204,7 @@ impl Append {
             window: Duration::from_millis(5),
             payload_uploaded: true,
             written_at: None,
-        })
+        }
     }
 
     /// Adds an annotation to the signature layer (a certificate and its
@@ -380,23 +405,20 @@ impl Unsigned {
     /// Signs the payload with `key`.
     pub fn sign(self, key: &SigningKey) -> Result<Append, SignError> {
         let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&self.payload)?);
-        Ok(Append {
-            tag: self.digest.cosign_tag("sig"),
-            payload_digest: Digest::of(&self.payload),
-            layer: Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &self.payload),
-            repo: self.repo,
-            image: self.image,
-            digest: self.digest,
-            payload: self.payload,
-            signature,
-            public_key: key.public_key().clone(),
-            max_signatures: self.max_signatures,
-            appended: true,
-            writes: 0,
-            window: Duration::from_millis(5),
-            payload_uploaded: true,
-            written_at: None,
-        })
+        let mut layer = Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &self.payload);
+        layer
+            .annotations
+            .insert(SIGNATURE_ANNOTATION.to_owned(), signature);
+        Ok(Append::uploaded(
+            self.repo,
+            self.image,
+            self.digest.clone(),
+            self.digest.cosign_tag("sig"),
+            self.payload,
+            layer,
+            key.public_key().clone(),
+            self.max_signatures,
+        ))
     }
 }
 
