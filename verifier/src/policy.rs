@@ -135,6 +135,16 @@ pub enum Trusted {
     Ca(CertificateRequirements),
 }
 
+impl Trusted {
+    /// The keys and certificate requirements to verify with.
+    fn split(&self) -> (Vec<PublicKey>, Option<CertificateRequirements>) {
+        match self {
+            Trusted::Keys(k) => (k.clone(), None),
+            Trusted::Ca(c) => (Vec::new(), Some(c.clone())),
+        }
+    }
+}
+
 /// A set of trusted signers and how many distinct ones must have signed.
 #[derive(Debug, Clone)]
 pub struct Authority {
@@ -785,10 +795,7 @@ pub async fn evaluate(
         d.reasons.push(format!("{digest} is revoked"));
     }
     for authority in &scope.authorities {
-        let (keys, certificates) = match &authority.trusted {
-            Trusted::Keys(k) => (k.clone(), None),
-            Trusted::Ca(c) => (Vec::new(), Some(c.clone())),
-        };
+        let (keys, certificates) = authority.trusted.split();
         let req = Requirements {
             keys,
             identity: IdentityMatch::Repository,
@@ -844,10 +851,7 @@ pub async fn evaluate(
     }
     for rule in &scope.attestations {
         let authority = &scope.authorities[rule.authority];
-        let (keys, certificates) = match &authority.trusted {
-            Trusted::Keys(k) => (k.clone(), None),
-            Trusted::Ca(c) => (Vec::new(), Some(c.clone())),
-        };
+        let (keys, certificates) = authority.trusted.split();
         let req = crate::attest::AttestationRequirements {
             keys,
             predicate_type: rule.predicate_type.clone(),
