@@ -335,24 +335,10 @@ fn cosign_accepts_marque_attestations_and_marque_verifies_cosigns() {
     let Some(s) = setup("attest-cosign") else {
         return;
     };
-    let Some(cosign) = support::peers::cosign() else {
+    let Some(cosign_bin) = support::peers::cosign() else {
         return;
     };
-    let cosign_run = |args: &[&str]| {
-        let out = std::process::Command::new(&cosign)
-            .args(args)
-            .current_dir(s.dir.path())
-            .env("HOME", s.dir.path())
-            .env("COSIGN_PASSWORD", PASSWORD)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    };
+    let cosign_run = |args: &[&str]| cosign(&cosign_bin, s.dir.path(), args);
     // marque attests; cosign verifies.
     let prov = s.provenance();
     s.attest("slsaprovenance1", &prov).expect_code(0);

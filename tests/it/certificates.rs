@@ -255,35 +255,26 @@ fn cosign_verifies_marque_certificate_signatures() {
     let Some(img) = image("cert-cosign") else {
         return;
     };
-    let Some(cosign) = support::peers::cosign() else {
+    let Some(cosign_bin) = support::peers::cosign() else {
         return;
     };
     let pki = Pki::new();
     let cert = pki.issue("signer.crt", ID, &[]);
     pki.sign(&cert, &img).expect_code(0);
     let run = |trust: &[&str], identity: &str| {
-        let out = std::process::Command::new(&cosign)
-            .arg("verify")
-            .args(trust)
-            .args([
-                "--certificate-identity",
-                identity,
-                "--certificate-oidc-issuer-regexp",
-                ".*",
-            ])
-            .args([
-                "--insecure-ignore-tlog=true",
-                "--insecure-ignore-sct=true",
-                &img,
-            ])
-            .env("HOME", pki.dir.path())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut args = vec!["verify"];
+        args.extend_from_slice(trust);
+        args.extend_from_slice(&[
+            "--certificate-identity",
+            identity,
+            "--certificate-oidc-issuer-regexp",
+            ".*",
+            "--insecure-ignore-tlog=true",
+            "--insecure-ignore-sct=true",
+            &img,
+        ]);
+        let out = cosign(&cosign_bin, pki.dir.path(), &args);
+        (out.code == 0, out.stderr)
     };
     let chain = pki.path("ca/chain.pem");
     let root = pki.path("ca/root.crt");

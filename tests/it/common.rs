@@ -71,12 +71,27 @@ pub fn marque(args: &[&str], env: &[(&str, &str)]) -> Out {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run marque");
+    run(&mut cmd)
+}
+
+/// Runs a command with stdin closed and collects what it printed.
+pub fn run(cmd: &mut Command) -> Out {
+    let out = cmd.stdin(Stdio::null()).output().expect("run command");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs the real cosign with `dir` as its home and working directory and
+/// [`PASSWORD`] as its key password.
+pub fn cosign(cosign: &Path, dir: &Path, args: &[&str]) -> Out {
+    run(Command::new(cosign)
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("COSIGN_PASSWORD", PASSWORD))
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";

@@ -26,25 +26,9 @@ fn peers() -> Option<Peers> {
     })
 }
 
-fn run(cmd: &mut Command) -> Out {
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run peer");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 impl Peers {
     fn cosign(&self, args: &[&str]) -> Out {
-        run(Command::new(&self.cosign)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("COSIGN_PASSWORD", PASSWORD))
+        cosign(&self.cosign, self.dir.path(), args)
     }
 
     fn cosign_verify(&self, public: &Path, image: &str) -> Out {

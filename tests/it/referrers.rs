@@ -441,23 +441,11 @@ fn native_referrers_api() {
 #[test]
 fn marque_verifies_cosign_bundle_attestations() {
     let Some(i) = img("ref-cosign") else { return };
-    let Some(cosign) = support::peers::cosign() else {
+    let Some(cosign_bin) = support::peers::cosign() else {
         return;
     };
     let run = |args: &[&str]| {
-        let out = Command::new(&cosign)
-            .args(args)
-            .current_dir(i.dir.path())
-            .env("HOME", i.dir.path())
-            .env("COSIGN_PASSWORD", PASSWORD)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cosign {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cosign(&cosign_bin, i.dir.path(), args).expect_code(0);
     };
     run(&["generate-key-pair", "--output-key-prefix", "ck"]);
     let prov = i.dir.path().join("prov.json");
@@ -517,7 +505,7 @@ fn cosign_verifies_marque_bundle_attestations() {
     let Some(i) = img("ref-to-cosign") else {
         return;
     };
-    let Some(cosign) = support::peers::cosign() else {
+    let Some(cosign_bin) = support::peers::cosign() else {
         return;
     };
     let prov = i.dir.path().join("prov.json");
@@ -556,38 +544,29 @@ fn cosign_verifies_marque_bundle_attestations() {
         r#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1","tlogs":[],"certificateAuthorities":[],"ctlogs":[],"timestampAuthorities":[]}"#,
     )
     .unwrap();
+    let root = trusted_root.to_str().unwrap();
+    let reference = i.reference();
     let verify = |key: &std::path::Path| {
-        Command::new(&cosign)
-            .args([
+        cosign(
+            &cosign_bin,
+            i.dir.path(),
+            &[
                 "verify-attestation",
                 "--key",
                 key.to_str().unwrap(),
                 "--new-bundle-format",
                 "--trusted-root",
-            ])
-            .arg(&trusted_root)
-            .args([
+                root,
                 "--type",
                 "slsaprovenance1",
                 "--insecure-ignore-tlog=true",
-                &i.reference(),
-            ])
-            .env("HOME", i.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+                &reference,
+            ],
+        )
     };
-    let out = verify(&i.public);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify(&i.public).expect_code(0);
     let (_, other) = plain_key(i.dir.path(), "other");
-    assert!(
-        !verify(&other).status.success(),
-        "cosign must refuse another key"
-    );
+    assert_ne!(verify(&other).code, 0, "cosign must refuse another key");
 }
 
 /// `-a key=value` goes on the statement's subject, as cosign 3 writes it,
