@@ -62,9 +62,20 @@ echo "exit code $code (1 = verification failed)"
 say "5. Tamper: edit the signed payload in place"
 T2="$WORK/attack2/sample-image"; mkdir -p "$WORK/attack2"; cp -r "$WORK/sample-image" "$T2"
 for f in "$T2"/blobs/sha256/*; do
-    if grep -q 'cosign container image signature' "$f"; then
-        sed -i 's/"build":"demo"/"build":"evil"/' "$f"   # same length
-    fi
+    grep -q 'cosign container image signature' "$f" || continue
+    before="$(base64 -w0 "$f")"
+    sed -i 's/"build":"demo"/"build":"evil"/' "$f"   # same length
+    after="$(base64 -w0 "$f")"
+    # The signature manifest embeds a copy of the payload (OCI 1.1 "data"),
+    # which is what marque reads: forge that copy too, and re-point the
+    # signature tag at the forged manifest.
+    for m in "$T2"/blobs/sha256/*; do
+        grep -qF "$before" "$m" || continue
+        sed "s|$before|$after|" "$m" > "$WORK/forged.json"
+        NEWM="$(sha256sum "$WORK/forged.json" | cut -d' ' -f1)"
+        cp "$WORK/forged.json" "$T2/blobs/sha256/$NEWM"
+        sed -i "s/$(basename "$m")/$NEWM/" "$T2/index.json"
+    done
 done
 set +e
 run "$M" verify --key "$WORK/release.pub" "oci:$T2"; code=$?

@@ -400,6 +400,10 @@ pub(crate) struct SignArgs {
     /// An annotation to add to the payload's `optional` section.
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<(String, String)>,
+    /// Do not record the signing time in the payload (it then matches
+    /// cosign's byte for byte, but cannot satisfy a policy's `max_age`).
+    #[arg(long)]
+    pub(crate) no_timestamp: bool,
     /// Where to store the signature.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) attach: Attach,

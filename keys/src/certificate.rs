@@ -202,7 +202,29 @@ pub struct SignerCertificate {
     der: Vec<u8>,
     public_key: PublicKey,
     identities: Vec<String>,
+    serial: String,
     code_signing: bool,
+}
+
+/// A certificate serial number in the one form marque compares and prints:
+/// lowercase hex, no separators, no `0x`, no leading zeros. Accepts
+/// `0x3F9A`, `3f:9a`, `00:3f:9a` and `3f9a` alike; `None` when it is not hex.
+pub fn normalize_serial(text: &str) -> Option<String> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    let hex: String = t.chars().filter(|c| *c != ':').collect();
+    if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let trimmed = hex.trim_start_matches('0').to_ascii_lowercase();
+    Some(if trimmed.is_empty() {
+        "0".to_owned()
+    } else {
+        trimmed
+    })
 }
 
 impl SignerCertificate {
@@ -233,10 +255,17 @@ impl SignerCertificate {
         }
         let code_signing =
             matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.code_signing);
+        let raw: String = cert
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let serial = normalize_serial(&raw).unwrap_or_else(|| "0".to_owned());
         Ok(SignerCertificate {
             der,
             public_key,
             identities,
+            serial,
             code_signing,
         })
     }
@@ -244,6 +273,11 @@ impl SignerCertificate {
     /// The certified public key.
     pub fn public_key(&self) -> &PublicKey {
         &self.public_key
+    }
+
+    /// The serial number, as [`normalize_serial`] writes it.
+    pub fn serial(&self) -> &str {
+        &self.serial
     }
 
     /// The URI and email subject alternative names.
@@ -354,6 +388,10 @@ mod tests {
         let cert = SignerCertificate::from_pem(pem.as_bytes()).unwrap();
         assert_eq!(cert.public_key(), signer.public_key());
         assert_eq!(cert.identities(), ["https://ci.example.com/release"]);
+        assert_eq!(
+            normalize_serial(cert.serial()).as_deref(),
+            Some(cert.serial())
+        );
         cert.verify_chain(&der(&inter.cert_pem), &der(&root.cert_pem), now)
             .unwrap();
         // Without the intermediate, or against another root: refused.
@@ -492,5 +530,16 @@ mod path_tests {
             err.to_string().contains("does not chain") || err.to_string().contains("too deep"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn serial_spellings() {
+        for s in ["0x3F9A", "3f:9a", "00:3f:9a", "3f9a", " 003F9A "] {
+            assert_eq!(normalize_serial(s).as_deref(), Some("3f9a"), "{s}");
+        }
+        assert_eq!(normalize_serial("00").as_deref(), Some("0"));
+        assert!(normalize_serial("").is_none());
+        assert!(normalize_serial("xyz").is_none());
+        assert!(normalize_serial("0x").is_none());
     }
 }

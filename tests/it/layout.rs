@@ -66,7 +66,30 @@ fn tampered_layout_signature_is_rejected() {
     let forged = String::from_utf8(original.clone())
         .unwrap()
         .replace(digest, &format!("sha256:{}", "0".repeat(64)));
-    std::fs::write(&blob, forged).unwrap();
+    std::fs::write(&blob, &forged).unwrap();
+    // marque reads the copy embedded in the signature manifest: forge that
+    // too (same length, so only the manifest's digest changes).
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (old, new) = (b64(&original), b64(forged.as_bytes()));
+    let mut index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.contains(&old) {
+            continue;
+        }
+        let manifest = text.replace(&old, &new);
+        let hex = {
+            use sha2::Digest as _;
+            let d = sha2::Sha256::digest(manifest.as_bytes());
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        std::fs::write(layout.join("blobs/sha256").join(&hex), &manifest).unwrap();
+        let old_hex = path.file_name().unwrap().to_str().unwrap().to_owned();
+        index = index.replace(&old_hex, &hex);
+    }
+    std::fs::write(layout.join("index.json"), index).unwrap();
     let out = marque(&["verify", "--key", public.to_str().unwrap(), &image], &[]);
     out.expect_code(1);
     assert!(

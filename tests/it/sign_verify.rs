@@ -44,12 +44,34 @@ fn sign_then_verify_by_tag_and_digest() {
         "application/vnd.dev.cosign.simplesigning.v1+json"
     );
     assert!(layer["annotations"]["dev.cosignproject.cosign/signature"].is_string());
+    // The payload is cosign's plus the signing time, in the form skopeo
+    // writes it, and it is also embedded in the descriptor.
     let payload = get_blob(addr, &repo, layer["digest"].as_str().unwrap());
+    let parsed: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(
-        String::from_utf8(payload).unwrap(),
-        format!(
-            r#"{{"critical":{{"identity":{{"docker-reference":"{addr}/{repo}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
-        )
+        parsed["critical"]["identity"]["docker-reference"],
+        format!("{addr}/{repo}").as_str()
+    );
+    assert_eq!(
+        parsed["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
+    assert!(
+        parsed["optional"]["creator"]
+            .as_str()
+            .unwrap()
+            .starts_with("marque ")
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed_at = parsed["optional"]["timestamp"].as_u64().unwrap();
+    assert!(now.abs_diff(signed_at) < 300, "{signed_at} vs {now}");
+    use base64::Engine as _;
+    assert_eq!(
+        layer["data"].as_str().unwrap(),
+        base64::engine::general_purpose::STANDARD.encode(&payload)
     );
 
     for reference in [image.clone(), format!("{addr}/{repo}@{digest}")] {
@@ -76,7 +98,63 @@ fn sign_then_verify_by_tag_and_digest() {
             digest.as_str()
         );
         assert!(out.stderr.contains("Verified"), "{}", out.stderr);
+        assert_eq!(sigs[0]["signed_at"], signed_at);
     }
+}
+
+#[test]
+fn without_timestamp_the_payload_is_cosigns_byte_for_byte() {
+    let Some((addr, repo, digest, dir)) = setup("notimestamp") else {
+        return;
+    };
+    let (key, public) = plain_key(dir.path(), "k");
+    let image = format!("{addr}/{repo}:v1");
+    marque(
+        &[
+            "sign",
+            "--no-timestamp",
+            "--key",
+            key.to_str().unwrap(),
+            &image,
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let m = sig_manifest(addr, &repo, &digest).expect("signature manifest");
+    let payload = get_blob(addr, &repo, m["layers"][0]["digest"].as_str().unwrap());
+    assert_eq!(
+        String::from_utf8(payload).unwrap(),
+        format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"{addr}/{repo}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+        )
+    );
+    let out = marque(
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "-o",
+            "json",
+            &image,
+        ],
+        &[],
+    );
+    out.expect_code(0);
+    assert!(out.json()[0]["signatures"][0].get("signed_at").is_none());
+    // The signing-time keys cannot be set by hand while marque stamps.
+    let out = marque(
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "-a",
+            "timestamp=1",
+            &image,
+        ],
+        &[],
+    );
+    out.expect_code(2);
+    assert!(out.stderr.contains("reserved"), "{}", out.stderr);
 }
 
 #[test]
@@ -188,12 +266,11 @@ fn appending_keeps_other_signatures_and_skips_duplicates() {
     let (k1, p1) = plain_key(dir.path(), "one");
     let (k2, p2) = plain_key(dir.path(), "two");
     let image = format!("{addr}/{repo}:v1");
-    marque(&["sign", "--key", k1.to_str().unwrap(), &image], &[]).expect_code(0);
+    // Without timestamps, signing twice with one key gives one payload.
+    let k1_plain = ["sign", "--no-timestamp", "--key", k1.to_str().unwrap()];
+    marque(&[&k1_plain[..], &[&image]].concat(), &[]).expect_code(0);
     marque(&["sign", "--key", k2.to_str().unwrap(), &image], &[]).expect_code(0);
-    let out = marque(
-        &["sign", "--key", k1.to_str().unwrap(), "-o", "json", &image],
-        &[],
-    );
+    let out = marque(&[&k1_plain[..], &["-o", "json", &image]].concat(), &[]);
     out.expect_code(0);
     assert_eq!(
         out.json()[0]["appended"],
@@ -202,6 +279,15 @@ fn appending_keeps_other_signatures_and_skips_duplicates() {
     );
     let m = sig_manifest(addr, &repo, &digest).unwrap();
     assert_eq!(m["layers"].as_array().unwrap().len(), 2);
+    // Re-signing with a signing time (to stay fresh) adds a layer and
+    // keeps the older ones.
+    let out = marque(
+        &["sign", "--key", k1.to_str().unwrap(), "-o", "json", &image],
+        &[],
+    );
+    assert_eq!(out.expect_code(0).json()[0]["appended"], true);
+    let m = sig_manifest(addr, &repo, &digest).unwrap();
+    assert_eq!(m["layers"].as_array().unwrap().len(), 3);
     // The config lists one diff_id per layer, in order, as cosign writes it.
     let config: serde_json::Value = serde_json::from_slice(&get_blob(
         addr,
@@ -209,7 +295,7 @@ fn appending_keeps_other_signatures_and_skips_duplicates() {
         m["config"]["digest"].as_str().unwrap(),
     ))
     .unwrap();
-    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
     for p in [&p1, &p2] {
         marque(&["verify", "--key", p.to_str().unwrap(), &image], &[]).expect_code(0);
     }

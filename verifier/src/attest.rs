@@ -15,9 +15,6 @@ use crate::registry::{RegistryError, Repository};
 use crate::sign::{Append, SIGNATURE_ANNOTATION, SignError};
 use crate::verify::Attached;
 
-/// Envelopes up to this size are also embedded in their descriptor.
-const MAX_EMBEDDED_BYTES: usize = 16 << 10;
-
 /// The layer annotation naming an attestation's predicate type.
 pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
 
@@ -44,16 +41,8 @@ pub async fn start(
         PREDICATE_TYPE_ANNOTATION.to_owned(),
         predicate_type.to_owned(),
     );
-    // OCI 1.1 lets a descriptor embed small content (`data`). A verifier
-    // that reads it saves one blob request per attestation; the blob is
-    // pushed as well, so readers that ignore `data` (cosign) are unaffected.
-    if envelope.len() <= MAX_EMBEDDED_BYTES {
-        use base64::Engine as _;
-        layer.extra.insert(
-            "data".to_owned(),
-            serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(&envelope)),
-        );
-    }
+    // Small envelopes also travel inside the descriptor (OCI 1.1 `data`).
+    layer.embed(&envelope);
     Append::with_layer(
         repo,
         image.with_digest(digest.clone()),
@@ -93,6 +82,9 @@ pub struct VerifiedAttestation {
     pub envelope_digest: Digest,
     /// The verified statement.
     pub statement: serde_json::Value,
+    /// The signer certificate's serial, for certificate signatures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_serial: Option<String>,
 }
 
 /// One rejected attestation layer.
@@ -186,6 +178,7 @@ pub async fn verify(
                 key_id: r.key_id,
                 envelope_digest: r.referrer,
                 statement: r.statement,
+                certificate_serial: r.certificate_serial,
             }));
         report.rejected.extend(
             rejected
@@ -264,16 +257,10 @@ async fn fetch_envelope(
             layer.size, req.max_envelope_bytes
         )));
     }
-    if let Some(data) = layer.extra.get("data") {
-        use base64::Engine as _;
-        // Embedded content must be exactly what the digest names.
-        let bytes = data
-            .as_str()
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
-        return Ok(match bytes {
-            Some(b) if b.len() as u64 == layer.size && digest.matches(&b) => Ok(b),
-            _ => Err("the embedded envelope does not match its digest".to_owned()),
-        });
+    if let Some(embedded) = layer.embedded() {
+        return Ok(
+            embedded.map_err(|_| "the embedded envelope does not match its digest".to_owned())
+        );
     }
     match repo.fetch_blob(&digest, layer.size).await {
         Ok(b) if b.len() as u64 == layer.size => Ok(Ok(b)),
@@ -298,13 +285,15 @@ pub fn check_envelope(
     req: &AttestationRequirements,
 ) -> Result<VerifiedAttestation, String> {
     let envelope = Envelope::parse(blob).map_err(|e| e.to_string())?;
-    let (body, signer) = match envelope.verify(dsse::IN_TOTO_PAYLOAD_TYPE, &req.keys) {
-        Ok((body, key)) => (body, req.keys[key].key_id().to_string()),
-        Err(dsse::DsseError::NoTrustedKey) if req.certificates.is_some() && layer.is_some() => {
-            certificate_signer(&envelope, layer, req)?
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+    let (body, signer, certificate_serial) =
+        match envelope.verify(dsse::IN_TOTO_PAYLOAD_TYPE, &req.keys) {
+            Ok((body, key)) => (body, req.keys[key].key_id().to_string(), None),
+            Err(dsse::DsseError::NoTrustedKey) if req.certificates.is_some() && layer.is_some() => {
+                let (body, accepted) = certificate_signer(&envelope, layer, req)?;
+                (body, accepted.identity, Some(accepted.serial))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
     let statement = Statement::parse(&body)?;
     if !statement.is_about(image_digest) {
         let named: Vec<String> = statement
@@ -327,6 +316,7 @@ pub fn check_envelope(
         key_id: signer,
         envelope_digest: Digest::of(blob),
         statement: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        certificate_serial,
     })
 }
 
@@ -337,7 +327,7 @@ fn certificate_signer(
     envelope: &Envelope,
     layer: Option<&Descriptor>,
     req: &AttestationRequirements,
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<(Vec<u8>, crate::verify::AcceptedCertificate), String> {
     let (Some(layer), Some(certs)) = (layer, &req.certificates) else {
         return Err(dsse::DsseError::NoTrustedKey.to_string());
     };

@@ -18,7 +18,9 @@ use toml::Spanned;
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::registry::{RegistryError, Repository};
-use crate::verify::{CertificateIdentity, CertificateRequirements, IdentityMatch, Requirements};
+use crate::verify::{
+    CertificateIdentity, CertificateRequirements, IdentityMatch, Requirements, unix_seconds,
+};
 
 /// How a scope is enforced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,7 @@ pub enum Mode {
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     version: Spanned<u32>,
+    clock_skew: Option<Spanned<String>>,
     #[serde(default, rename = "scope")]
     scopes: Vec<ScopeFile>,
     #[serde(default)]
@@ -51,6 +54,7 @@ struct ScopeFile {
     patterns: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     mode: Mode,
+    max_age: Option<Spanned<String>>,
     #[serde(default, rename = "authority")]
     authorities: Vec<Spanned<AuthorityFile>>,
     #[serde(default, rename = "attestation")]
@@ -97,6 +101,8 @@ struct RevocationsFile {
     digests: Vec<Spanned<String>>,
     #[serde(default)]
     keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    serials: Vec<Spanned<String>>,
 }
 
 /// One problem in a policy file.
@@ -225,6 +231,8 @@ pub struct Scope {
     patterns: Vec<Pattern>,
     /// How strictly.
     pub mode: Mode,
+    /// The oldest a newest valid signature (or provenance build) may be.
+    pub max_age: Option<std::time::Duration>,
     /// All must be satisfied.
     pub authorities: Vec<Authority>,
     /// Attestations required.
@@ -244,6 +252,8 @@ pub struct Policy {
     scopes: Vec<Scope>,
     revoked_digests: HashSet<Digest>,
     revoked_keys: HashSet<String>,
+    revoked_serials: HashSet<String>,
+    clock_skew: std::time::Duration,
 }
 
 struct Errors<'a> {
@@ -296,6 +306,10 @@ impl Policy {
                 "only version = 1 is understood",
             );
         }
+        let clock_skew = match &file.clock_skew {
+            Some(d) => parse_duration(d, "clock_skew", &mut errors).unwrap_or_default(),
+            None => crate::verify::DEFAULT_CLOCK_SKEW,
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         let mut seen = std::collections::HashMap::new();
         let mut scopes = Vec::new();
@@ -411,6 +425,10 @@ impl Policy {
                 }),
                 patterns,
                 mode: scope.mode,
+                max_age: scope
+                    .max_age
+                    .as_ref()
+                    .and_then(|d| parse_duration(d, &format!("{field}.max_age"), &mut errors)),
                 authorities,
                 attestations,
             });
@@ -437,11 +455,26 @@ impl Policy {
                 ),
             }
         }
+        let mut revoked_serials = HashSet::new();
+        for k in &file.revocations.serials {
+            match marque_keys::certificate::normalize_serial(k.get_ref()) {
+                Some(serial) => {
+                    revoked_serials.insert(serial);
+                }
+                None => errors.at(
+                    k.span(),
+                    "revocations.serials",
+                    "a certificate serial is hex, e.g. 3f:9a:01 or 0x3f9a01 (as `marque ca issue-signer` prints it)",
+                ),
+            }
+        }
         if errors.list.is_empty() {
             Ok(Policy {
                 scopes,
                 revoked_digests,
                 revoked_keys,
+                revoked_serials,
+                clock_skew,
             })
         } else {
             Err(errors.list)
@@ -465,6 +498,32 @@ impl Policy {
             .filter(|(_, p)| p.regex.is_match(&name))
             .max_by_key(|(_, p)| p.specificity)
             .map(|(s, _)| s)
+    }
+}
+
+/// A positive duration such as `30d`, `12h` or `1w 2d`.
+fn parse_duration(
+    text: &Spanned<String>,
+    field: &str,
+    errors: &mut Errors<'_>,
+) -> Option<std::time::Duration> {
+    match humantime::parse_duration(text.get_ref().trim()) {
+        Ok(d) if d.is_zero() => {
+            errors.at(text.span(), field, "the duration must be more than zero");
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.at(
+                text.span(),
+                field,
+                format!(
+                    "{:?} is not a duration ({e}); write e.g. \"30d\", \"12h\" or \"1w 2d\"",
+                    text.get_ref()
+                ),
+            );
+            None
+        }
     }
 }
 
@@ -733,6 +792,9 @@ pub struct Decision {
     /// Per required attestation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attestations: Vec<AttestationOutcome>,
+    /// The newest signing or build time among the evidence that counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest: Option<String>,
 }
 
 /// One required attestation's part of a decision.
@@ -767,6 +829,7 @@ pub async fn evaluate(
         reasons: Vec::new(),
         authorities: Vec::new(),
         attestations: Vec::new(),
+        newest: None,
     };
     let Some(scope) = policy.scope_for(image) else {
         d.reasons.push(format!(
@@ -794,18 +857,31 @@ pub async fn evaluate(
         satisfied = false;
         d.reasons.push(format!("{digest} is revoked"));
     }
-    for authority in &scope.authorities {
-        let (keys, certificates) = authority.trusted.split();
-        let req = Requirements {
-            keys,
-            identity: IdentityMatch::Repository,
-            annotations: Default::default(),
-            max_payload_bytes: limits.max_payload_bytes,
-            max_signatures: limits.max_signatures,
-            certificates,
-            now,
-        };
-        let report = crate::verify::verify_image(repo, &pinned, &req).await?;
+    // Signing times of the signatures and builds that counted.
+    let mut times: Vec<u64> = Vec::new();
+    let reqs: Vec<Requirements> = scope
+        .authorities
+        .iter()
+        .map(|authority| {
+            let (keys, certificates) = authority.trusted.split();
+            Requirements {
+                keys,
+                identity: IdentityMatch::Repository,
+                annotations: Default::default(),
+                max_payload_bytes: limits.max_payload_bytes,
+                max_signatures: limits.max_signatures,
+                certificates,
+                now,
+                max_clock_skew: policy.clock_skew,
+            }
+        })
+        .collect();
+    let reports = if reqs.is_empty() {
+        Vec::new()
+    } else {
+        crate::verify::verify_image_for(repo, &pinned, &reqs).await?
+    };
+    for (authority, report) in scope.authorities.iter().zip(reports) {
         let mut signers = BTreeSet::new();
         let mut not_counted: Vec<String> = report
             .rejected
@@ -819,9 +895,12 @@ pub async fn evaluate(
             )
             .collect();
         for v in &report.verified {
-            if policy.revoked_keys.contains(&v.key_id) {
-                not_counted.push(format!("signer {} is revoked", v.key_id));
-            } else if !signers.insert(v.key_id.clone()) {
+            if let Some(why) = policy.revoked(&v.key_id, v.certificate_serial.as_deref()) {
+                not_counted.push(why);
+                continue;
+            }
+            times.extend(v.signed_at);
+            if !signers.insert(v.key_id.clone()) {
                 not_counted.push(format!(
                     "signer {} already counted (one signer, several signatures)",
                     v.key_id
@@ -870,11 +949,11 @@ pub async fn evaluate(
             reasons.push(p.clone());
         }
         let mut ok = false;
-        for v in report
-            .verified
-            .iter()
-            .filter(|v| !policy.revoked_keys.contains(&v.key_id))
-        {
+        for v in &report.verified {
+            if let Some(why) = policy.revoked(&v.key_id, v.certificate_serial.as_deref()) {
+                reasons.push(why);
+                continue;
+            }
             match rule
                 .conditions
                 .iter()
@@ -882,7 +961,16 @@ pub async fn evaluate(
             {
                 Ok(()) => {
                     ok = true;
-                    break;
+                    match build_time(&v.statement) {
+                        Some(t) if t > unix_seconds(now) + policy.clock_skew.as_secs() => reasons
+                            .push(format!(
+                                "statement signed by {}: build time {} is in the future; not used for max_age",
+                                v.key_id,
+                                rfc3339(t)
+                            )),
+                        Some(t) => times.push(t),
+                        None => {}
+                    }
                 }
                 Err(why) => reasons.push(format!("statement signed by {}: {why}", v.key_id)),
             }
@@ -901,6 +989,14 @@ pub async fn evaluate(
             reasons,
         });
     }
+    let newest = times.into_iter().max();
+    d.newest = newest.map(rfc3339);
+    if let Some(max_age) = scope.max_age
+        && let Err(why) = check_age(newest, max_age, now)
+    {
+        satisfied = false;
+        d.reasons.push(why);
+    }
     d.satisfied = satisfied;
     d.allowed = satisfied || scope.mode == Mode::Audit;
     if satisfied {
@@ -913,6 +1009,68 @@ pub async fn evaluate(
         ));
     }
     Ok(d)
+}
+
+impl Policy {
+    /// Why a verified signer must not count, if it is revoked.
+    fn revoked(&self, signer: &str, serial: Option<&str>) -> Option<String> {
+        if self.revoked_keys.contains(signer) {
+            return Some(format!("signer {signer} is revoked"));
+        }
+        match serial {
+            Some(s) if self.revoked_serials.contains(s) => Some(format!(
+                "signer {signer}: certificate serial {s} is revoked"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The build time a provenance statement records: SLSA v1
+/// `runDetails.metadata.finishedOn` (else `startedOn`), or v0.2
+/// `metadata.buildFinishedOn` (else `buildStartedOn`), as Unix seconds.
+fn build_time(statement: &serde_json::Value) -> Option<u64> {
+    let p = &statement["predicate"];
+    [
+        &p["runDetails"]["metadata"]["finishedOn"],
+        &p["runDetails"]["metadata"]["startedOn"],
+        &p["metadata"]["buildFinishedOn"],
+        &p["metadata"]["buildStartedOn"],
+    ]
+    .into_iter()
+    .filter_map(|v| v.as_str())
+    .find_map(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+    .map(unix_seconds)
+}
+
+/// Fails when the newest signing or build time is older than `max_age`, or
+/// when there is none.
+fn check_age(
+    newest: Option<u64>,
+    max_age: std::time::Duration,
+    now: std::time::SystemTime,
+) -> Result<(), String> {
+    let limit = humantime::format_duration(max_age);
+    let Some(newest) = newest else {
+        return Err(format!(
+            "max_age {limit}: no counted signature or provenance records a signing time \
+             (cosign writes none; sign with marque or skopeo, which do)"
+        ));
+    };
+    let age = unix_seconds(now).saturating_sub(newest);
+    if age > max_age.as_secs() {
+        return Err(format!(
+            "max_age {limit}: the newest signature or build is from {} ({} ago); rebuild and re-sign",
+            rfc3339(newest),
+            humantime::format_duration(std::time::Duration::from_secs(age))
+        ));
+    }
+    Ok(())
+}
+
+fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
 }
 
 #[cfg(test)]
@@ -976,5 +1134,56 @@ mod tests {
         assert!(e[0].contains(":3: revocations.digests"), "{e:?}");
         let e = errors("version = 1\n[[scope]]\nmatch = [\"r.io/a\"]\nmode = \"sometimes\"\n");
         assert!(e[0].contains(":4"), "{e:?}");
+    }
+
+    #[test]
+    fn durations_and_serials() {
+        let scope = |max_age: &str| {
+            format!(
+                "version = 1\n[[scope]]\nmatch = [\"r.io/a\"]\nmode = \"skip\"\nmax_age = \"{max_age}\"\n"
+            )
+        };
+        assert!(errors(&scope("30d")).is_empty());
+        assert!(errors(&scope("1w 2d")).is_empty());
+        for bad in ["thirty days", "30x", "-1d", "", "0s"] {
+            let e = errors(&scope(bad));
+            assert_eq!(e.len(), 1, "{bad:?}: {e:?}");
+            assert!(e[0].contains(":5: scope[0].max_age"), "{e:?}");
+        }
+        assert!(errors(&scope("30x"))[0].contains("is not a duration"));
+        assert!(errors(&scope("0s"))[0].contains("more than zero"));
+        let e = errors("version = 1\nclock_skew = \"soon\"\n");
+        assert!(e[0].contains(":2: clock_skew"), "{e:?}");
+        let e = errors("version = 1\n[revocations]\nserials = [\"3f:9a\", \"nope\"]\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains(":3: revocations.serials"), "{e:?}");
+    }
+
+    #[test]
+    fn freshness() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let day = std::time::Duration::from_secs(86_400);
+        assert!(check_age(Some(1_800_000_000 - 86_000), day, now).is_ok());
+        let old = check_age(Some(1_800_000_000 - 2 * 86_400), day, now).unwrap_err();
+        assert!(
+            old.contains("2027-01-13T08:00:00Z") && old.contains("2days ago"),
+            "{old}"
+        );
+        assert!(
+            check_age(None, day, now)
+                .unwrap_err()
+                .contains("no counted signature")
+        );
+        let v1 = serde_json::json!({"predicate": {"runDetails": {"metadata": {"startedOn": "2026-01-01T00:00:00Z", "finishedOn": "2026-01-01T00:10:00Z"}}}});
+        assert_eq!(build_time(&v1), Some(1_767_226_200));
+        let v02 = serde_json::json!({"predicate": {"metadata": {"buildStartedOn": "2026-01-01T00:00:00Z"}}});
+        assert_eq!(build_time(&v02), Some(1_767_225_600));
+        assert_eq!(build_time(&serde_json::json!({"predicate": {}})), None);
+        assert_eq!(
+            build_time(
+                &serde_json::json!({"predicate": {"metadata": {"buildStartedOn": "yesterday"}}})
+            ),
+            None
+        );
     }
 }

@@ -214,6 +214,9 @@ pub struct VerifiedReferrer {
     pub referrer: Digest,
     /// The verified statement.
     pub statement: serde_json::Value,
+    /// The signer certificate's serial, for certificate signatures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_serial: Option<String>,
 }
 
 /// Checks every bundle referrer of `digest` for a statement of
@@ -322,12 +325,11 @@ async fn check_referrer(
         Err(e) => return Err(e),
     };
     Ok(
-        check_bundle(&bytes, subject, trust, predicate_type).map(|(key_id, statement)| {
-            VerifiedReferrer {
-                key_id,
-                referrer: referrer_digest.clone(),
-                statement,
-            }
+        check_bundle(&bytes, subject, trust, predicate_type).map(|checked| VerifiedReferrer {
+            key_id: checked.signer,
+            referrer: referrer_digest.clone(),
+            statement: checked.statement,
+            certificate_serial: checked.certificate_serial,
         }),
     )
 }
@@ -346,6 +348,17 @@ pub struct Trust<'a> {
     pub annotations: &'a std::collections::BTreeMap<String, String>,
 }
 
+/// A bundle that passed [`check_bundle`].
+#[derive(Debug, Clone)]
+pub struct CheckedBundle {
+    /// The signer: a key id, or the accepted certificate identity.
+    pub signer: String,
+    /// The verified statement.
+    pub statement: serde_json::Value,
+    /// The signer certificate's serial, for certificate signatures.
+    pub certificate_serial: Option<String>,
+}
+
 /// Decides one bundle: DSSE signature by a trusted key (or by a
 /// certificate that chains to a trusted root, for an accepted identity),
 /// statement about `subject`, predicate type. Pure.
@@ -354,33 +367,34 @@ pub fn check_bundle(
     subject: &Digest,
     trust: &Trust<'_>,
     predicate_type: &str,
-) -> Result<(String, serde_json::Value), String> {
+) -> Result<CheckedBundle, String> {
     let bundle = Bundle::parse(bytes)?;
     let certificate = bundle.certificate_der();
     let envelope: Envelope = bundle
         .dsse_envelope
         .ok_or("the bundle holds no DSSE envelope")?;
-    let (body, signer) = match envelope.verify(dsse::IN_TOTO_PAYLOAD_TYPE, trust.keys) {
-        Ok((body, key)) => (body, trust.keys[key].key_id().to_string()),
-        Err(dsse::DsseError::NoTrustedKey) => match (trust.certificates, certificate) {
-            (Some((req, now)), Some(der)) => {
-                let cert = marque_keys::certificate::SignerCertificate::from_der(der)
-                    .map_err(|e| e.to_string())?;
-                let identity = req.accepted_identity(&cert, Vec::new(), now)?;
-                let (body, _) = envelope
-                    .verify(
-                        dsse::IN_TOTO_PAYLOAD_TYPE,
-                        std::slice::from_ref(cert.public_key()),
-                    )
-                    .map_err(|_| {
-                        "the signature was not made with the certificate's key".to_owned()
-                    })?;
-                (body, identity)
-            }
-            _ => return Err(dsse::DsseError::NoTrustedKey.to_string()),
-        },
-        Err(e) => return Err(e.to_string()),
-    };
+    let (body, signer, certificate_serial) =
+        match envelope.verify(dsse::IN_TOTO_PAYLOAD_TYPE, trust.keys) {
+            Ok((body, key)) => (body, trust.keys[key].key_id().to_string(), None),
+            Err(dsse::DsseError::NoTrustedKey) => match (trust.certificates, certificate) {
+                (Some((req, now)), Some(der)) => {
+                    let cert = marque_keys::certificate::SignerCertificate::from_der(der)
+                        .map_err(|e| e.to_string())?;
+                    let accepted = req.accept(&cert, Vec::new(), now)?;
+                    let (body, _) = envelope
+                        .verify(
+                            dsse::IN_TOTO_PAYLOAD_TYPE,
+                            std::slice::from_ref(cert.public_key()),
+                        )
+                        .map_err(|_| {
+                            "the signature was not made with the certificate's key".to_owned()
+                        })?;
+                    (body, accepted.identity, Some(accepted.serial))
+                }
+                _ => return Err(dsse::DsseError::NoTrustedKey.to_string()),
+            },
+            Err(e) => return Err(e.to_string()),
+        };
     let statement = Statement::parse(&body)?;
     if !statement.is_about(subject) {
         return Err("the statement is about another image".to_owned());
@@ -401,8 +415,9 @@ pub fn check_bundle(
             statement.predicate_type
         ));
     }
-    Ok((
+    Ok(CheckedBundle {
         signer,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    ))
+        statement: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        certificate_serial,
+    })
 }

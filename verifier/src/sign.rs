@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use marque_keys::SigningKey;
 
+use crate::artifact::OCI_MANIFEST;
 use crate::artifact::manifest::{self, Descriptor, ImageManifest};
-use crate::artifact::{OCI_MANIFEST, simple_signing};
+use crate::artifact::simple_signing::{self, Stamp};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::registry::{ManifestRef, RegistryError, Repository, TagCheck, TagUpdate};
@@ -73,6 +74,14 @@ pub enum SignError {
         /// How many layers it has.
         count: usize,
     },
+    /// An annotation would overwrite the signing time or tool.
+    #[error(
+        "annotation {key:?} is reserved for the signing time and tool (use --no-timestamp to set it yourself)"
+    )]
+    ReservedAnnotation {
+        /// The annotation key.
+        key: String,
+    },
     /// Other writers kept overwriting the signature.
     #[error("gave up after {rounds} writes: other writers kept replacing {tag}")]
     Contended {
@@ -83,8 +92,9 @@ pub enum SignError {
     },
 }
 
-/// Signs `image` in `repo` with `key`, adding `annotations` to the payload's
-/// `optional` section, and appends the signature to the `.sig` manifest,
+/// Signs `image` in `repo` with `key`, adding `annotations` (and `stamp`,
+/// the signing time, when given) to the payload's `optional` section, and
+/// appends the signature to the `.sig` manifest,
 /// confirming it survived. For many images, [`Append`] lets the caller write
 /// them all first and confirm them afterwards, so the settle delays overlap.
 pub async fn sign(
@@ -92,9 +102,11 @@ pub async fn sign(
     image: &ImageRef,
     key: &SigningKey,
     annotations: &BTreeMap<String, String>,
+    stamp: Option<&Stamp>,
     max_signatures: usize,
 ) -> Result<Signed, SignError> {
-    let mut append = Append::start(repo.clone(), image, key, annotations, max_signatures).await?;
+    let mut append =
+        Append::start(repo.clone(), image, key, annotations, stamp, max_signatures).await?;
     match append.write().await? {
         Some(done) => Ok(done),
         None => append.confirm().await,
@@ -136,9 +148,10 @@ impl Append {
         image: &ImageRef,
         key: &SigningKey,
         annotations: &BTreeMap<String, String>,
+        stamp: Option<&Stamp>,
         max_signatures: usize,
     ) -> Result<Append, SignError> {
-        Unsigned::prepare(repo, image, annotations, max_signatures)
+        Unsigned::prepare(repo, image, annotations, stamp, max_signatures)
             .await?
             .sign(key)
     }
@@ -379,16 +392,27 @@ pub struct Unsigned {
 }
 
 impl Unsigned {
-    /// Resolves `image` once, builds its payload and uploads it with the
-    /// config a first signature needs.
+    /// Resolves `image` once, builds its payload (with `stamp`, the signing
+    /// time, when given) and uploads it with the config a first signature
+    /// needs.
     pub async fn prepare(
         repo: Repository,
         image: &ImageRef,
         annotations: &BTreeMap<String, String>,
+        stamp: Option<&Stamp>,
         max_signatures: usize,
     ) -> Result<Unsigned, SignError> {
+        if stamp.is_some()
+            && let Some(key) = annotations.keys().find(|k| simple_signing::is_reserved(k))
+        {
+            return Err(SignError::ReservedAnnotation { key: key.clone() });
+        }
         let digest = repo.resolve(image).await?;
-        let payload = simple_signing::build(&image.identity(), &digest, annotations);
+        let identity = image.identity();
+        let payload = match stamp {
+            Some(stamp) => simple_signing::build_stamped(&identity, &digest, annotations, stamp),
+            None => simple_signing::build(&identity, &digest, annotations),
+        };
         let layer = Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &payload);
         repo.push_blob(payload.clone()).await?;
         repo.push_blob(manifest::signature_manifest(vec![layer]).config)
@@ -409,6 +433,9 @@ impl Unsigned {
         layer
             .annotations
             .insert(SIGNATURE_ANNOTATION.to_owned(), signature);
+        // A stamped payload cannot be rebuilt by a verifier; embedding it
+        // saves the verifier the blob request.
+        layer.embed(&self.payload);
         Ok(Append::uploaded(
             self.repo,
             self.image,
@@ -464,6 +491,17 @@ pub(crate) fn settle_delay(window: Duration) -> Duration {
     // of milliseconds); in a batch the delays overlap, so it costs little.
     let base = (window * 4).clamp(Duration::from_millis(60), Duration::from_secs(2));
     base + jitter(Duration::from_millis(30))
+}
+
+/// The stamp marque records: this version, and `now` in Unix seconds.
+pub fn stamp_at(now: std::time::SystemTime) -> Stamp {
+    Stamp {
+        creator: format!("marque {}", env!("CARGO_PKG_VERSION")),
+        timestamp: now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
 }
 
 /// A random duration in `[0, max)`.

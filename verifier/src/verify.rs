@@ -50,8 +50,49 @@ pub struct Requirements {
     /// Certificate-based trust: a signature whose layer carries a
     /// certificate chaining to these roots, for an allowed identity.
     pub certificates: Option<CertificateRequirements>,
-    /// The time certificates must be valid at (taken once per run).
+    /// The time certificates must be valid at, and signing times are
+    /// compared with (taken once per run).
     pub now: std::time::SystemTime,
+    /// How far in the future a signed timestamp may be before the
+    /// signature is refused.
+    pub max_clock_skew: std::time::Duration,
+}
+
+/// The clock skew allowed by default between a signer and a verifier.
+pub const DEFAULT_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Refuses a signing time more than `skew` after `now`.
+pub(crate) fn check_not_future(
+    signed_at: Option<u64>,
+    now: std::time::SystemTime,
+    skew: std::time::Duration,
+) -> Result<(), Rejection> {
+    let now = unix_seconds(now);
+    match signed_at {
+        Some(t) if t > now.saturating_add(skew.as_secs()) => Err(Rejection::FutureTimestamp {
+            signed_at: t,
+            now,
+            skew: skew.as_secs(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A signer certificate that passed: the identity it was accepted for, and
+/// its serial number (for revocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedCertificate {
+    /// The accepted SAN identity; it names the signer.
+    pub identity: String,
+    /// The certificate's serial, normalised.
+    pub serial: String,
 }
 
 /// Certificate-based trust (your own CA): roots and allowed identities.
@@ -77,22 +118,27 @@ pub enum CertificateIdentity {
 impl CertificateRequirements {
     /// Checks that `cert` chains to a trusted root (through the configured
     /// intermediates and `chain`), is valid at `now`, allows code signing,
-    /// and carries an accepted identity; returns that identity. Roots in
-    /// `chain` are only path candidates: trust comes from `self.roots`.
-    pub(crate) fn accepted_identity(
+    /// and carries an accepted identity. Roots in `chain` are only path
+    /// candidates: trust comes from `self.roots`.
+    pub(crate) fn accept(
         &self,
         cert: &marque_keys::certificate::SignerCertificate,
         mut chain: Vec<Vec<u8>>,
         now: std::time::SystemTime,
-    ) -> Result<String, String> {
+    ) -> Result<AcceptedCertificate, String> {
         chain.extend(self.intermediates.iter().cloned());
         cert.verify_chain(&chain, &self.roots, now)
             .map_err(|e| e.to_string())?;
-        cert.identities()
+        let identity = cert
+            .identities()
             .iter()
             .find(|id| self.identity.accepts(id))
             .cloned()
-            .ok_or_else(|| format!("identities {:?} are not accepted", cert.identities()))
+            .ok_or_else(|| format!("identities {:?} are not accepted", cert.identities()))?;
+        Ok(AcceptedCertificate {
+            identity,
+            serial: cert.serial().to_owned(),
+        })
     }
 }
 
@@ -121,6 +167,13 @@ pub struct VerifiedSignature {
     pub payload_digest: Digest,
     /// The verified payload, parsed.
     pub payload: serde_json::Value,
+    /// The signing time the signer recorded in the signed payload (Unix
+    /// seconds), when it recorded one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<u64>,
+    /// The signer certificate's serial, for certificate signatures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_serial: Option<String>,
 }
 
 /// Why one signature layer did not count.
@@ -181,6 +234,16 @@ pub enum Rejection {
         /// Why.
         detail: String,
     },
+    /// The signed timestamp is further in the future than the allowed
+    /// clock skew.
+    FutureTimestamp {
+        /// The signed time (Unix seconds).
+        signed_at: u64,
+        /// The verifier's time (Unix seconds).
+        now: u64,
+        /// The skew allowed, in seconds.
+        skew: u64,
+    },
     /// A required annotation is missing or different.
     AnnotationMismatch {
         /// The annotation key.
@@ -231,6 +294,15 @@ impl fmt::Display for Rejection {
                 write!(f, "signature is for {signed:?}, expected {expected:?}")
             }
             Rejection::CertificateRejected { detail } => f.write_str(detail),
+            Rejection::FutureTimestamp {
+                signed_at,
+                now,
+                skew,
+            } => write!(
+                f,
+                "signed timestamp {signed_at} is {} s in the future (clock skew allowed: {skew} s)",
+                signed_at.saturating_sub(*now)
+            ),
             Rejection::AnnotationMismatch {
                 key,
                 expected,
@@ -319,94 +391,172 @@ pub async fn verify_image(
     image: &ImageRef,
     req: &Requirements,
 ) -> Result<Report, RegistryError> {
+    let mut reports = verify_image_for(repo, image, std::slice::from_ref(req)).await?;
+    Ok(reports.remove(0))
+}
+
+/// Verifies `image` against each of `reqs` (one report each, in order),
+/// fetching the shared evidence once: the tag is resolved once, the `.sig`
+/// manifest read once and each payload fetched once, however many sets of
+/// requirements (a policy's authorities) check them. `reqs` must not be
+/// empty.
+pub async fn verify_image_for(
+    repo: &Repository,
+    image: &ImageRef,
+    reqs: &[Requirements],
+) -> Result<Vec<Report>, RegistryError> {
     let digest = repo.resolve(image).await?;
     let tag = digest.cosign_tag("sig");
-    let mut report = Report {
-        image: image.to_string(),
-        digest: digest.clone(),
-        signature_tag: tag.clone(),
-        verified: Vec::new(),
-        rejected: Vec::new(),
-        referrers_rejected: Vec::new(),
-        problem: None,
-    };
-    let legacy = verify_legacy(repo, image, &digest, &tag, req, &mut report).await?;
-    // Any valid signature is enough, so referrers (cosign 3's bundles) are
-    // read only when the legacy tag gave none: no extra requests for images
-    // signed the legacy way.
-    if report.verified.is_empty() {
-        let trust = crate::referrers::Trust {
-            keys: &req.keys,
-            certificates: req.certificates.as_ref().map(|c| (c, req.now)),
-            annotations: &req.annotations,
+    let legacy = fetch_legacy(repo, image, &digest, &tag, reqs).await?;
+    let mut reports = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let mut report = Report {
+            image: image.to_string(),
+            digest: digest.clone(),
+            signature_tag: tag.clone(),
+            verified: Vec::new(),
+            rejected: Vec::new(),
+            referrers_rejected: Vec::new(),
+            problem: None,
         };
-        let (found, rejected) = crate::referrers::verify(
-            repo,
-            &digest,
-            &trust,
-            crate::artifact::referrer::SIGN_PREDICATE_TYPE,
-            req.max_signatures,
-            req.max_payload_bytes,
-        )
-        .await?;
-        let any_referrers = !found.is_empty() || !rejected.is_empty();
-        report
-            .verified
-            .extend(found.into_iter().map(|r| VerifiedSignature {
+        check_legacy(&legacy, image, &digest, &tag, repo, req, &mut report);
+        // Any valid signature is enough, so referrers (cosign 3's bundles)
+        // are read only when the legacy tag gave none: no extra requests
+        // for images signed the legacy way.
+        if report.verified.is_empty() {
+            verify_referrers(repo, &digest, req, &mut report).await?;
+            let any_referrers =
+                !report.verified.is_empty() || !report.referrers_rejected.is_empty();
+            if any_referrers && matches!(legacy, LegacyEvidence::Absent) {
+                report.problem = None;
+            }
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Bundle referrers of `digest` (cosign 3's signatures), into `report`.
+async fn verify_referrers(
+    repo: &Repository,
+    digest: &Digest,
+    req: &Requirements,
+    report: &mut Report,
+) -> Result<(), RegistryError> {
+    let trust = crate::referrers::Trust {
+        keys: &req.keys,
+        certificates: req.certificates.as_ref().map(|c| (c, req.now)),
+        annotations: &req.annotations,
+    };
+    let (found, rejected) = crate::referrers::verify(
+        repo,
+        digest,
+        &trust,
+        crate::artifact::referrer::SIGN_PREDICATE_TYPE,
+        req.max_signatures,
+        req.max_payload_bytes,
+    )
+    .await?;
+    for r in found {
+        // marque records the signing time in the predicate, as it does in a
+        // simple-signing payload's `optional`.
+        let signed_at = r.statement["predicate"][simple_signing::TIMESTAMP_KEY].as_u64();
+        match check_not_future(signed_at, req.now, req.max_clock_skew) {
+            Ok(()) => report.verified.push(VerifiedSignature {
                 key_id: r.key_id,
                 payload_digest: r.referrer,
                 payload: r.statement,
-            }));
-        report.referrers_rejected.extend(
-            rejected
-                .into_iter()
-                .map(|(referrer, reason)| ReferrerRejection { referrer, reason }),
-        );
-        if any_referrers && legacy == Legacy::Absent {
-            report.problem = None;
+                signed_at,
+                certificate_serial: r.certificate_serial,
+            }),
+            Err(reason) => report.referrers_rejected.push(ReferrerRejection {
+                referrer: r.referrer.to_string(),
+                reason: reason.to_string(),
+            }),
         }
     }
-    Ok(report)
+    report.referrers_rejected.extend(
+        rejected
+            .into_iter()
+            .map(|(referrer, reason)| ReferrerRejection { referrer, reason }),
+    );
+    Ok(())
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Legacy {
+/// The legacy `.sig` tag's contents, fetched once.
+enum LegacyEvidence {
+    /// No `.sig` tag.
     Absent,
-    Present,
+    /// A `.sig` tag that is not a usable manifest.
+    Unusable(String),
+    /// Each layer (up to the limit) with its payload or why it has none.
+    Layers(Vec<(Descriptor, Result<Vec<u8>, Rejection>)>),
 }
 
-/// The legacy `.sig` tag: every layer ends in `report.verified` or
-/// `report.rejected`.
-async fn verify_legacy(
+/// Reads the `.sig` manifest and the payloads of its layers. The limits
+/// are the strictest of `reqs`.
+async fn fetch_legacy(
     repo: &Repository,
     image: &ImageRef,
     digest: &Digest,
     tag: &str,
+    reqs: &[Requirements],
+) -> Result<LegacyEvidence, RegistryError> {
+    let parsed = match attached_manifest(repo, tag).await? {
+        Attached::Absent => return Ok(LegacyEvidence::Absent),
+        Attached::Unusable(reason) => return Ok(LegacyEvidence::Unusable(reason)),
+        Attached::Manifest(m) => m,
+    };
+    let max_signatures = reqs.iter().map(|r| r.max_signatures).min().unwrap_or(0);
+    let max_payload_bytes = reqs.iter().map(|r| r.max_payload_bytes).min().unwrap_or(0);
+    // The payloads cosign writes for this image, byte for byte. A layer
+    // whose digest matches one of them needs no fetch: those are the bytes
+    // with that digest, exactly what a fetch would have to return.
+    let mut expected = Vec::new();
+    for req in reqs {
+        for e in expected_payloads(image, digest, &req.annotations) {
+            if !expected.iter().any(|(d, _)| *d == e.0) {
+                expected.push(e);
+            }
+        }
+    }
+    let mut layers = Vec::new();
+    for layer in parsed.layers.into_iter().take(max_signatures) {
+        let payload = fetch_payload(repo, &layer, max_payload_bytes, &expected).await?;
+        layers.push((layer, payload));
+    }
+    Ok(LegacyEvidence::Layers(layers))
+}
+
+/// Checks the fetched `.sig` layers against `req`: every layer ends in
+/// `report.verified` or `report.rejected`.
+fn check_legacy(
+    legacy: &LegacyEvidence,
+    image: &ImageRef,
+    digest: &Digest,
+    tag: &str,
+    repo: &Repository,
     req: &Requirements,
     report: &mut Report,
-) -> Result<Legacy, RegistryError> {
-    let parsed = match attached_manifest(repo, tag).await? {
-        Attached::Absent => {
+) {
+    let layers = match legacy {
+        LegacyEvidence::Absent => {
             report.problem = Some(format!(
                 "no signatures found (no {tag} and no referrers in {})",
                 repo.name()
             ));
-            return Ok(Legacy::Absent);
+            return;
         }
-        Attached::Unusable(reason) => {
+        LegacyEvidence::Unusable(reason) => {
             report.problem = Some(format!("signature manifest {tag} is unusable: {reason}"));
-            return Ok(Legacy::Present);
+            return;
         }
-        Attached::Manifest(m) => m,
+        LegacyEvidence::Layers(layers) => layers,
     };
-    // The payloads cosign and marque write for this image, byte for byte.
-    // A layer whose digest matches one of them needs no fetch: those are the
-    // bytes with that digest, exactly what a fetch would have to return.
-    let expected = expected_payloads(image, digest, req);
-    for (index, layer) in parsed.layers.iter().take(req.max_signatures).enumerate() {
-        let outcome = match fetch_payload(repo, layer, req, &expected).await? {
-            Ok(payload) => check_layer(layer, &payload, digest, image, req),
-            Err(reason) => Err(reason),
+    for (index, (layer, payload)) in layers.iter().enumerate() {
+        let outcome = match payload {
+            Ok(payload) => check_layer(layer, payload, digest, image, req),
+            Err(reason) => Err(reason.clone()),
         };
         match outcome {
             Ok(v) => report.verified.push(v),
@@ -417,10 +567,9 @@ async fn verify_legacy(
             }),
         }
     }
-    if parsed.layers.is_empty() {
+    if layers.is_empty() {
         report.problem = Some(format!("signature manifest {tag} has no signatures"));
     }
-    Ok(Legacy::Present)
 }
 
 /// What a cosign `.sig`/`.att` tag holds.
@@ -459,7 +608,7 @@ pub(crate) async fn attached_manifest(
 async fn fetch_payload(
     repo: &Repository,
     layer: &Descriptor,
-    req: &Requirements,
+    max_payload_bytes: u64,
     expected: &[(Digest, Vec<u8>)],
 ) -> Result<Result<Vec<u8>, Rejection>, RegistryError> {
     if layer.media_type != simple_signing::MEDIA_TYPE {
@@ -470,14 +619,17 @@ async fn fetch_payload(
     let Ok(digest) = layer.digest() else {
         return Ok(Err(Rejection::BadDescriptor));
     };
-    if layer.size > req.max_payload_bytes {
+    if layer.size > max_payload_bytes {
         return Ok(Err(Rejection::PayloadTooLarge {
             size: layer.size,
-            limit: req.max_payload_bytes,
+            limit: max_payload_bytes,
         }));
     }
     if !layer.annotations.contains_key(SIGNATURE_ANNOTATION) {
         return Ok(Err(Rejection::NoSignature));
+    }
+    if let Some(embedded) = layer.embedded() {
+        return Ok(embedded.map_err(|_| Rejection::PayloadDigestMismatch));
     }
     if let Some((_, bytes)) = expected.iter().find(|(d, _)| *d == digest) {
         return Ok(Ok(bytes.clone()));
@@ -497,11 +649,11 @@ async fn fetch_payload(
 fn expected_payloads(
     image: &ImageRef,
     digest: &Digest,
-    req: &Requirements,
+    required: &BTreeMap<String, String>,
 ) -> Vec<(Digest, Vec<u8>)> {
     let identity = image.identity();
     let mut out = Vec::with_capacity(2);
-    for annotations in [&BTreeMap::new(), &req.annotations] {
+    for annotations in [&BTreeMap::new(), required] {
         let bytes = simple_signing::build(&identity, digest, annotations);
         let d = Digest::of(&bytes);
         if !out.iter().any(|(e, _)| *e == d) {
@@ -537,14 +689,17 @@ pub fn check_layer(
         .decode(encoded.trim())
         .map_err(|_| Rejection::BadSignatureEncoding)?;
     // The signature is checked before the payload is parsed at all.
-    let key_id = match req
+    let (key_id, certificate_serial) = match req
         .keys
         .iter()
         .find(|k| k.verify(payload, &signature).is_ok())
     {
-        Some(k) => k.key_id().to_string(),
+        Some(k) => (k.key_id().to_string(), None),
         None => match &req.certificates {
-            Some(c) => check_certificate(layer, payload, &signature, c, req.now)?,
+            Some(c) => {
+                let accepted = check_certificate(layer, payload, &signature, c, req.now)?;
+                (accepted.identity, Some(accepted.serial))
+            }
             None => return Err(Rejection::NoTrustedKey),
         },
     };
@@ -583,25 +738,29 @@ pub fn check_layer(
             });
         }
     }
+    let signed_at = parsed.signed_at();
+    check_not_future(signed_at, req.now, req.max_clock_skew)?;
     let payload_json = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
     Ok(VerifiedSignature {
         key_id,
         payload_digest,
         payload: payload_json,
+        signed_at,
+        certificate_serial,
     })
 }
 
 /// Certificate path: the layer's certificate chains to a trusted root
 /// (through its chain annotation and any given intermediates), is valid at
 /// `now`, allows code signing, names an accepted identity, and its key made
-/// the signature. Returns the identity as the signer id.
+/// the signature.
 pub(crate) fn check_certificate(
     layer: &Descriptor,
     payload: &[u8],
     signature: &[u8],
     req: &CertificateRequirements,
     now: std::time::SystemTime,
-) -> Result<String, Rejection> {
+) -> Result<AcceptedCertificate, Rejection> {
     use marque_keys::certificate::{SignerCertificate, certificates_from_pem};
     let reject = |detail: String| Rejection::CertificateRejected { detail };
     let pem = layer
@@ -618,13 +777,11 @@ pub(crate) fn check_certificate(
         intermediates
             .extend(certificates_from_pem(chain.as_bytes()).map_err(|e| reject(e.to_string()))?);
     }
-    let identity = req
-        .accepted_identity(&cert, intermediates, now)
-        .map_err(reject)?;
+    let accepted = req.accept(&cert, intermediates, now).map_err(reject)?;
     cert.public_key()
         .verify(payload, signature)
         .map_err(|_| reject("the signature was not made with the certificate's key".to_owned()))?;
-    Ok(identity)
+    Ok(accepted)
 }
 
 fn check_identity(signed: &str, image: &ImageRef, rule: IdentityMatch) -> Result<(), Rejection> {
@@ -701,6 +858,7 @@ mod tests {
             max_signatures: 1000,
             certificates: None,
             now: std::time::SystemTime::now(),
+            max_clock_skew: DEFAULT_CLOCK_SKEW,
         }
     }
 
@@ -864,8 +1022,53 @@ mod tests {
             Err(Rejection::AnnotationMismatch { found: None, .. })
         ));
         // The shortcut knows both payload forms for this image.
-        let expected = expected_payloads(&image, &c.digest, &r);
+        let expected = expected_payloads(&image, &c.digest, &r.annotations);
         assert_eq!(expected.len(), 2);
         assert!(expected.iter().all(|(d, b)| d.matches(b)));
+    }
+
+    #[test]
+    fn signed_time_and_future_dates() {
+        let c = case();
+        let image = ImageRef::parse("reg.io/app").unwrap();
+        let r = req(vec![c.key.public_key().clone()], IdentityMatch::Repository);
+        let now = unix_seconds(r.now);
+        let stamped = |t: u64| {
+            let stamp = simple_signing::Stamp {
+                creator: "marque test".to_owned(),
+                timestamp: t,
+            };
+            let payload =
+                simple_signing::build_stamped("reg.io/app", &c.digest, &BTreeMap::new(), &stamp);
+            let sig = c.key.sign(&payload).unwrap();
+            (layer(&payload, &sig), payload)
+        };
+        let (l, p) = stamped(now - 60);
+        let v = check_layer(&l, &p, &c.digest, &image, &r).unwrap();
+        assert_eq!(v.signed_at, Some(now - 60));
+        // Within the allowed skew is fine; beyond it is refused.
+        let (l, p) = stamped(now + 60);
+        assert!(check_layer(&l, &p, &c.digest, &image, &r).is_ok());
+        let (l, p) = stamped(now + 3600);
+        let e = check_layer(&l, &p, &c.digest, &image, &r).unwrap_err();
+        assert!(matches!(e, Rejection::FutureTimestamp { .. }), "{e:?}");
+        assert!(e.to_string().contains("in the future"), "{e}");
+    }
+
+    #[test]
+    fn embedded_payloads_are_checked() {
+        let payload = b"payload bytes";
+        let mut l = Descriptor::for_bytes(simple_signing::MEDIA_TYPE, payload);
+        assert!(l.embedded().is_none());
+        l.embed(payload);
+        assert_eq!(l.embedded().unwrap().unwrap(), payload);
+        // Data that is not the content the descriptor names is refused.
+        let mut other = Descriptor::for_bytes(simple_signing::MEDIA_TYPE, payload);
+        other.embed(b"payload bytez");
+        assert!(other.embedded().unwrap().is_err());
+        other
+            .extra
+            .insert("data".to_owned(), serde_json::Value::from("not base64!"));
+        assert!(other.embedded().unwrap().is_err());
     }
 }

@@ -96,8 +96,11 @@ pub(super) fn issue_signer(args: CaIssueArgs) -> anyhow::Result<Status> {
         Some(path) => write(path, pem.as_bytes(), 0o644)?,
         None => print!("{pem}"),
     }
+    let serial = certificate::SignerCertificate::from_pem(pem.as_bytes())
+        .map(|c| c.serial().to_owned())
+        .unwrap_or_default();
     eprintln!(
-        "Issued a code-signing certificate for {} ({}).",
+        "Issued a code-signing certificate for {} ({}), serial {serial}.",
         args.identity,
         subject.key_id()
     );

@@ -216,6 +216,24 @@ pub(super) async fn explain(args: crate::args::PolicyExplainArgs) -> anyhow::Res
             println!("  not counted: {n}");
         }
     }
+    for a in &d.attestations {
+        println!(
+            "attestation {} by {:?}: {}",
+            a.predicate_type,
+            a.authority,
+            if a.satisfied {
+                "satisfied"
+            } else {
+                "NOT satisfied"
+            }
+        );
+        for r in &a.reasons {
+            println!("  not counted: {r}");
+        }
+    }
+    if let Some(newest) = &d.newest {
+        println!("newest signature or build: {newest}");
+    }
     for r in &d.reasons {
         println!("reason: {r}");
     }

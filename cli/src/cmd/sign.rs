@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use marque_verifier::sign::{Signed, Unsigned};
+use marque_verifier::sign::{Signed, Unsigned, stamp_at};
 use marque_verifier::verify::{CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION};
 
 use super::Written;
@@ -80,6 +80,17 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
         .iter()
         .map(|s| ImageRef::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let stamp = (!args.no_timestamp).then(|| stamp_at(std::time::SystemTime::now()));
+    if let (Some(_), Some((key, _))) = (
+        &stamp,
+        args.annotations
+            .iter()
+            .find(|(k, _)| marque_verifier::artifact::simple_signing::is_reserved(k)),
+    ) {
+        anyhow::bail!(
+            "annotation {key:?} is reserved for the signing time and tool; use --no-timestamp to set it yourself"
+        );
+    }
     if args.attach == Attach::Referrers {
         // cosign 3 puts -a annotations on the statement's subject.
         let annotations: BTreeMap<String, String> = args.annotations.iter().cloned().collect();
@@ -96,9 +107,15 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
         };
         let client = super::registry_client(&args.registry)?;
         let created = super::now_rfc3339();
+        // The signing time goes in the signed statement, as in a legacy
+        // payload's `optional`.
+        let predicate = match &stamp {
+            Some(s) => serde_json::json!({ "creator": s.creator, "timestamp": s.timestamp }),
+            None => serde_json::json!({}),
+        };
         let claim = marque_verifier::referrers::Claim {
             predicate_type: marque_verifier::artifact::referrer::SIGN_PREDICATE_TYPE,
-            predicate: serde_json::json!({}),
+            predicate,
             subject_name: "",
             created: &created,
             certificate: certificate.as_deref(),
@@ -136,14 +153,15 @@ pub(super) async fn run(args: SignArgs) -> anyhow::Result<Status> {
     // Phase 1: resolve each image and upload its payload (no key needed).
     let prepared: Vec<Option<Result<Unsigned, String>>> = futures_util::stream::iter(images.iter())
         .map(|image| {
-            let (client, annotations, key_failed) = (&client, &annotations, &key_failed);
+            let (client, annotations, key_failed, stamp) =
+                (&client, &annotations, &key_failed, &stamp);
             async move {
                 if key_failed.load(Ordering::Relaxed) {
                     return None;
                 }
                 let repo = client.repository(image);
                 Some(
-                    Unsigned::prepare(repo, image, annotations, max_signatures)
+                    Unsigned::prepare(repo, image, annotations, stamp.as_ref(), max_signatures)
                         .await
                         .map_err(|e| e.to_string()),
                 )

@@ -98,6 +98,7 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
         max_signatures: client.limits().max_signatures,
         certificates,
         now: std::time::SystemTime::now(),
+        max_clock_skew: marque_verifier::verify::DEFAULT_CLOCK_SKEW,
     };
     let bar = crate::output::progress(images.len(), "verifying");
 

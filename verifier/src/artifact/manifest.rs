@@ -44,7 +44,43 @@ impl Descriptor {
     pub fn digest(&self) -> Result<Digest, crate::digest::InvalidDigest> {
         self.digest_str.parse()
     }
+
+    /// Embeds `bytes` (the content this descriptor names) as OCI 1.1
+    /// `data`, when they are at most [`MAX_EMBEDDED_BYTES`]. The blob is
+    /// pushed as well, so readers that ignore `data` are unaffected; a
+    /// reader that uses it saves one request.
+    pub fn embed(&mut self, bytes: &[u8]) {
+        use base64::Engine as _;
+        if bytes.len() <= MAX_EMBEDDED_BYTES {
+            self.extra.insert(
+                "data".to_owned(),
+                serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            );
+        }
+    }
+
+    /// The embedded content: `None` when there is none, `Some(Err)` when
+    /// it is not exactly the content the descriptor's size and digest name.
+    pub fn embedded(&self) -> Option<Result<Vec<u8>, EmbeddedMismatch>> {
+        use base64::Engine as _;
+        let data = self.extra.get("data")?;
+        let bytes = data
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+        Some(match (bytes, self.digest()) {
+            (Some(b), Ok(d)) if b.len() as u64 == self.size && d.matches(&b) => Ok(b),
+            _ => Err(EmbeddedMismatch),
+        })
+    }
 }
+
+/// Largest content embedded in a descriptor by [`Descriptor::embed`].
+pub const MAX_EMBEDDED_BYTES: usize = 16 << 10;
+
+/// Embedded `data` that is not the content its descriptor names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the embedded data does not match the descriptor's size and digest")]
+pub struct EmbeddedMismatch;
 
 /// An OCI image manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -55,12 +55,71 @@ pub struct Image {
     pub docker_manifest_digest: String,
 }
 
+/// The `optional` key holding the signing time (Unix seconds, an integer),
+/// as containers/image (skopeo, podman) writes it.
+pub const TIMESTAMP_KEY: &str = "timestamp";
+/// The `optional` key naming the signing tool, as containers/image writes it.
+pub const CREATOR_KEY: &str = "creator";
+
+/// Who signed and when, recorded inside the signed payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// The signing tool, e.g. `marque 0.1.0`.
+    pub creator: String,
+    /// Seconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+impl Payload {
+    /// The signing time the signer recorded (`optional.timestamp`), when it
+    /// is a non-negative integer. Only meaningful on a verified payload.
+    pub fn signed_at(&self) -> Option<u64> {
+        self.optional.as_ref()?.get(TIMESTAMP_KEY)?.as_u64()
+    }
+}
+
 /// The payload bytes cosign would write for `identity` and `digest`.
 pub fn build(identity: &str, digest: &Digest, annotations: &BTreeMap<String, String>) -> Vec<u8> {
+    let optional: BTreeMap<&str, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.as_str(), serde_json::Value::from(v.as_str())))
+        .collect();
+    serialize(identity, digest, &optional)
+}
+
+/// The payload with `annotations` plus the signer's [`Stamp`] in
+/// `optional`, in the form containers/image writes (`creator`, and an
+/// integer `timestamp`). The stamp's keys override annotations of the same
+/// name; callers refuse those (see [`is_reserved`]).
+pub fn build_stamped(
+    identity: &str,
+    digest: &Digest,
+    annotations: &BTreeMap<String, String>,
+    stamp: &Stamp,
+) -> Vec<u8> {
+    let mut optional: BTreeMap<&str, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.as_str(), serde_json::Value::from(v.as_str())))
+        .collect();
+    optional.insert(CREATOR_KEY, serde_json::Value::from(stamp.creator.as_str()));
+    optional.insert(TIMESTAMP_KEY, serde_json::Value::from(stamp.timestamp));
+    serialize(identity, digest, &optional)
+}
+
+/// Whether `key` is an `optional` key a [`Stamp`] writes.
+pub fn is_reserved(key: &str) -> bool {
+    key == CREATOR_KEY || key == TIMESTAMP_KEY
+}
+
+fn serialize(
+    identity: &str,
+    digest: &Digest,
+    optional: &BTreeMap<&str, serde_json::Value>,
+) -> Vec<u8> {
     #[derive(Serialize)]
     struct Out<'a> {
         critical: CriticalOut<'a>,
-        optional: Option<&'a BTreeMap<String, String>>,
+        optional: Option<&'a BTreeMap<&'a str, serde_json::Value>>,
     }
     #[derive(Serialize)]
     struct CriticalOut<'a> {
@@ -89,7 +148,7 @@ pub fn build(identity: &str, digest: &Digest, annotations: &BTreeMap<String, Str
             },
             kind: SIGNATURE_TYPE,
         },
-        optional: (!annotations.is_empty()).then_some(annotations),
+        optional: (!optional.is_empty()).then_some(optional),
     };
     // Serialising plain structs of strings cannot fail.
     serde_json::to_vec(&out).unwrap_or_default()
@@ -143,6 +202,39 @@ mod tests {
             p.critical.identity.docker_reference,
             "127.0.0.1:5000/demo/signed:v1"
         );
+        assert_eq!(p.signed_at(), Some(1700000000));
         assert_eq!(p.optional.unwrap()["timestamp"], 1700000000);
+    }
+
+    #[test]
+    fn stamped_payload_is_what_skopeo_writes() {
+        let digest: Digest =
+            "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+                .parse()
+                .unwrap();
+        let mut a = BTreeMap::new();
+        a.insert("sha".to_owned(), "abc".to_owned());
+        let stamp = Stamp {
+            creator: "marque 0.1.0".to_owned(),
+            timestamp: 1_700_000_000,
+        };
+        let bytes = build_stamped("r.io/app", &digest, &a, &stamp);
+        let s = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            s.ends_with(
+                r#""optional":{"creator":"marque 0.1.0","sha":"abc","timestamp":1700000000}}"#
+            ),
+            "{s}"
+        );
+        assert_eq!(parse(&bytes).unwrap().signed_at(), Some(1_700_000_000));
+        // A string or negative timestamp is not a signing time.
+        let mut a = BTreeMap::new();
+        a.insert("timestamp".to_owned(), "1700000000".to_owned());
+        assert_eq!(
+            parse(&build("r.io/app", &digest, &a)).unwrap().signed_at(),
+            None
+        );
+        let neg = br#"{"critical":{"identity":{"docker-reference":"r"},"image":{"docker-manifest-digest":"sha256:aa"},"type":"cosign container image signature"},"optional":{"timestamp":-5}}"#;
+        assert_eq!(parse(neg).unwrap().signed_at(), None);
     }
 }
