@@ -243,54 +243,18 @@ fn a_registry_that_never_answers_times_out() {
     drop(hold);
 }
 
-/// Replaces the first signature with one, by the same trusted key, over a
-/// payload recording `timestamp` as its signing time.
-fn resign_with_time(s: &Signed, timestamp: u64) {
-    use base64::Engine as _;
-    use marque_verifier::artifact::simple_signing;
-    let pem = std::fs::read(&s.key).unwrap();
-    let key = marque_keys::PrivateKeyFile::parse(&pem)
-        .unwrap()
-        .into_signing_key(None)
-        .unwrap();
-    let digest: marque_verifier::Digest = s.digest.parse().unwrap();
-    let stamp = simple_signing::Stamp {
-        creator: "marque test".to_owned(),
-        timestamp,
-    };
-    let payload = simple_signing::build_stamped(
-        &format!("{}/{}", s.addr, s.repo),
-        &digest,
-        &Default::default(),
-        &stamp,
-    );
-    let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload).unwrap());
-    let blob_digest = put_blob(s.addr, &s.repo, &payload);
-    tamper(s, |l| {
-        l["digest"] = blob_digest.into();
-        l["size"] = payload.len().into();
-        l["annotations"]["dev.cosignproject.cosign/signature"] = signature.into();
-        l["data"] = base64::engine::general_purpose::STANDARD
-            .encode(&payload)
-            .into();
-    });
-}
-
 #[test]
 fn future_dated_signature_is_refused() {
     let Some(s) = signed_image("future") else {
         return;
     };
     let image = format!("{}/{}@{}", s.addr, s.repo, s.digest);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     // Within the five minutes of allowed clock skew: accepted.
-    resign_with_time(&s, now + 120);
+    put_signature_at(s.addr, &s.repo, &s.digest, &s.key, now + 120);
     verify(&s, &image, &[]).expect_code(0);
     // A day ahead: refused, with the reason.
-    resign_with_time(&s, now + 86_400);
+    put_signature_at(s.addr, &s.repo, &s.digest, &s.key, now + 86_400);
     let out = verify(&s, &image, &["-o", "json"]);
     out.expect_code(1);
     assert_eq!(out.json()[0]["rejected"][0]["reason"], "future-timestamp");

@@ -214,3 +214,43 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Replaces the `.sig` manifest of `repo@digest` with one signature by the
+/// key in `key_file` over a payload recording `timestamp` as its signing
+/// time: what a signer with a wrong clock (or an old signature) looks like.
+pub fn put_signature_at(addr: &str, repo: &str, digest: &str, key_file: &Path, timestamp: u64) {
+    use base64::Engine as _;
+    use marque_verifier::artifact::{manifest, simple_signing};
+    let key = marque_keys::PrivateKeyFile::parse(&std::fs::read(key_file).unwrap())
+        .unwrap()
+        .into_signing_key(None)
+        .unwrap();
+    let stamp = simple_signing::Stamp {
+        creator: "marque test".to_owned(),
+        timestamp,
+    };
+    let payload = simple_signing::build_stamped(
+        &format!("{addr}/{repo}"),
+        &digest.parse().unwrap(),
+        &Default::default(),
+        &stamp,
+    );
+    let mut layer = manifest::Descriptor::for_bytes(simple_signing::MEDIA_TYPE, &payload);
+    layer.annotations.insert(
+        marque_verifier::sign::SIGNATURE_ANNOTATION.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(key.sign(&payload).unwrap()),
+    );
+    layer.embed(&payload);
+    let built = manifest::signature_manifest(vec![layer]);
+    put_blob(addr, repo, &payload);
+    put_blob(addr, repo, &built.config);
+    put_manifest(addr, repo, &sig_tag(digest), &built.manifest);
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

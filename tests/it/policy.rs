@@ -428,3 +428,221 @@ authority = "builder"
         out.stderr
     );
 }
+
+#[test]
+fn max_age_counts_signed_times_only() {
+    let Some(e) = env() else { return };
+    let policy = e.policy(
+        r#"version = 1
+[[scope]]
+match = ["ADDR/pol-fresh-*"]
+max_age = "30d"
+[[scope.authority]]
+name = "team"
+keys = ["alice.pub"]
+"#,
+    );
+    // Signed now: fresh, and the decision says when.
+    let fresh = e.image(&unique_repo("pol-fresh-new"));
+    e.sign(0, &fresh);
+    let out = e.verify(&policy, &fresh);
+    out.expect_code(0);
+    assert!(out.json()[0]["newest"].as_str().unwrap().starts_with("20"));
+    // No signing time at all (cosign's payload): refused, saying why.
+    let untimed = e.image(&unique_repo("pol-fresh-untimed"));
+    marque(
+        &[
+            "sign",
+            "--no-timestamp",
+            "--key",
+            e.keys[0].0.to_str().unwrap(),
+            &untimed,
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let out = e.verify(&policy, &untimed);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("records a signing time"),
+        "{}",
+        out.stderr
+    );
+    // Signed 40 days ago: too old, whatever the registry says.
+    let old = e.image(&unique_repo("pol-fresh-old"));
+    let (repo, digest) = old
+        .strip_prefix(&format!("{}/", e.addr))
+        .unwrap()
+        .split_once('@')
+        .unwrap();
+    put_signature_at(
+        &e.addr,
+        repo,
+        digest,
+        &e.keys[0].0,
+        unix_now() - 40 * 86_400,
+    );
+    let out = e.verify(&policy, &old);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("max_age 30days") && out.stderr.contains("rebuild and re-sign"),
+        "{}",
+        out.stderr
+    );
+    // A fresh provenance, signed by the same authority and required by the
+    // scope, is a newer build time: allowed.
+    let with_provenance = e.policy(
+        r#"version = 1
+[[scope]]
+match = ["ADDR/pol-fresh-*"]
+max_age = "30d"
+[[scope.authority]]
+name = "team"
+keys = ["alice.pub"]
+[[scope.attestation]]
+type = "slsaprovenance1"
+authority = "team"
+"#,
+    );
+    let prov = e.dir.path().join("fresh-prov.json");
+    marque(
+        &[
+            "provenance",
+            "--builder-id",
+            "https://ci.example.com/builders/1",
+            "--build-type",
+            "https://ci.example.com/t",
+            "--output",
+            prov.to_str().unwrap(),
+        ],
+        &[("GITHUB_ACTIONS", ""), ("GITLAB_CI", "")],
+    )
+    .expect_code(0);
+    marque(
+        &[
+            "attest",
+            "--key",
+            e.keys[0].0.to_str().unwrap(),
+            "--type",
+            "slsaprovenance1",
+            "--predicate",
+            prov.to_str().unwrap(),
+            &old,
+        ],
+        &[],
+    )
+    .expect_code(0);
+    e.verify(&with_provenance, &old).expect_code(0);
+    // A future-dated signature does not count at all.
+    let future = e.image(&unique_repo("pol-fresh-future"));
+    let (repo, digest) = future
+        .strip_prefix(&format!("{}/", e.addr))
+        .unwrap()
+        .split_once('@')
+        .unwrap();
+    put_signature_at(&e.addr, repo, digest, &e.keys[0].0, unix_now() + 86_400);
+    let out = e.verify(&policy, &future);
+    out.expect_code(1);
+    assert!(
+        out.json()[0]["authorities"][0]["not_counted"]
+            .to_string()
+            .contains("in the future"),
+        "{}",
+        out.stdout
+    );
+    // A bad duration is a policy error with its line and field.
+    let bad = e.policy(
+        "version = 1\n[[scope]]\nmatch = [\"ADDR/x\"]\nmode = \"skip\"\nmax_age = \"30 dayz\"\n",
+    );
+    let out = marque(&["policy", "check", bad.to_str().unwrap()], &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(":5: scope[0].max_age") && out.stderr.contains("is not a duration"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn revoked_certificate_serial_does_not_count() {
+    let Some(e) = env() else { return };
+    let ca = e.dir.path().join("ca");
+    marque(
+        &["ca", "init", "--out", ca.to_str().unwrap()],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    )
+    .expect_code(0);
+    let cert = e.dir.path().join("ci.crt");
+    let out = marque(
+        &[
+            "ca",
+            "issue-signer",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--key",
+            e.keys[1].1.to_str().unwrap(),
+            "--identity",
+            "https://ci.example.com/release",
+            "--output",
+            cert.to_str().unwrap(),
+        ],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    );
+    out.expect_code(0);
+    let serial = out
+        .stderr
+        .split("serial ")
+        .nth(1)
+        .and_then(|s| s.split('.').next())
+        .expect("issue-signer prints the serial")
+        .to_owned();
+    let image = e.image(&unique_repo("pol-serial-app"));
+    marque(
+        &[
+            "sign",
+            "--key",
+            e.keys[1].0.to_str().unwrap(),
+            "--certificate",
+            cert.to_str().unwrap(),
+            &image,
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let policy = |revoked: &str| {
+        e.policy(&format!(
+            r#"version = 1
+[[scope]]
+match = ["ADDR/pol-serial-*"]
+[[scope.authority]]
+name = "ci"
+ca_roots = "ca/root.crt"
+identities = ["https://ci.example.com/release"]
+[revocations]
+serials = [{revoked}]
+"#
+        ))
+    };
+    e.verify(&policy(""), &image).expect_code(0);
+    // The serial as printed, and in the colon-separated form openssl prints.
+    let colons: Vec<String> = (if serial.len() % 2 == 1 {
+        format!("0{serial}")
+    } else {
+        serial.clone()
+    })
+    .as_bytes()
+    .chunks(2)
+    .map(|c| String::from_utf8(c.to_vec()).unwrap().to_uppercase())
+    .collect();
+    for spelling in [serial.clone(), colons.join(":")] {
+        let out = e.verify(&policy(&format!("\"{spelling}\"")), &image);
+        out.expect_code(1);
+        assert!(
+            out.json()[0]["authorities"][0]["not_counted"]
+                .to_string()
+                .contains(&format!("certificate serial {serial} is revoked")),
+            "{}",
+            out.stdout
+        );
+    }
+}
