@@ -43,6 +43,60 @@ pub(crate) enum Command {
     /// Write a SLSA Provenance v1 predicate for the build running now.
     #[command(after_help = PROVENANCE_EXAMPLES)]
     Provenance(ProvenanceArgs),
+    /// Copy images with their signatures, attestations and referrers into
+    /// an OCI layout, to verify them with no network.
+    #[command(after_help = SAVE_EXAMPLES)]
+    Save(SaveArgs),
+}
+
+const SAVE_EXAMPLES: &str = "\
+Examples:
+  marque save --to oci:./bundle ghcr.io/org/app:1.2.3 ghcr.io/org/api@sha256:…
+  marque save --to oci:./bundle --with-blobs -o json ghcr.io/org/app:1.2.3
+  # Later, with no network, the same policy as online:
+  marque verify --policy policy.toml oci:./bundle
+  marque verify --key cosign.pub oci:./bundle:ghcr.io/org/app:1.2.3
+  marque policy explain policy.toml oci:./bundle@sha256:…
+
+Each image is resolved to a digest once and named in the layout's
+index.json by its registry reference (org.opencontainers.image.ref.name and
+io.containerd.image.name), so verification offline uses that name for
+policy scopes and signed identities, not the directory's. Its .sig, .att and
+.sbom manifests and its referrers are copied with all their blobs; with
+--with-blobs also every config and layer (a complete image for skopeo and
+podman). An existing layout is added to; nothing in it is dropped.
+
+Exit status: 0 every image saved, 2 some image could not be (its name and
+the reason are printed).";
+
+#[derive(Debug, Args)]
+pub(crate) struct SaveArgs {
+    /// The OCI layout to write: oci:DIR (created if missing).
+    #[arg(long, value_name = "oci:DIR", value_parser = parse_layout_dir)]
+    pub(crate) to: PathBuf,
+    /// Also copy each image's config and layers (and every platform's, for
+    /// an index), not only its manifests and signatures.
+    #[arg(long)]
+    pub(crate) with_blobs: bool,
+    /// How many images to save at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) jobs: u16,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+    /// Images: registry references (or oci:DIR of saved images).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub(crate) images: Vec<String>,
+}
+
+/// `oci:DIR` for `save --to`: the directory, taken literally.
+fn parse_layout_dir(s: &str) -> Result<PathBuf, String> {
+    match s.strip_prefix("oci:") {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => Err(format!("expected oci:DIR, got {s:?}")),
+    }
 }
 
 const ATTEST_EXAMPLES: &str = "\
@@ -293,6 +347,7 @@ Examples:
   marque verify --key cosign.pub ghcr.io/org/app:1.2.3
   marque verify --key old.pub --key new.pub --output json ghcr.io/org/app@sha256:…
   marque verify --key cosign.pub -a git-sha=abc123 oci:./layout
+  marque verify --policy policy.toml oci:./bundle   # images saved by `marque save`
 
 Exit status: 0 every image verified, 1 some image failed verification,
 2 usage or operational error (bad key file, unreachable registry, …).";
@@ -538,6 +593,32 @@ mod tests {
         assert!(
             Cli::try_parse_from(["marque", "verify", "--key", "k", "--jobs", "0", "img"]).is_err()
         );
+    }
+
+    #[test]
+    fn save_flags() {
+        let cli = Cli::try_parse_from([
+            "marque",
+            "save",
+            "--to",
+            "oci:/tmp/bundle",
+            "--with-blobs",
+            "img1",
+            "img2",
+        ])
+        .unwrap();
+        let Command::Save(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.to, PathBuf::from("/tmp/bundle"));
+        assert!(s.with_blobs);
+        assert_eq!(s.images, ["img1", "img2"]);
+        assert_eq!(s.jobs, 8);
+        // --to must be oci:DIR, and there must be an image.
+        assert!(Cli::try_parse_from(["marque", "save", "--to", "/tmp/bundle", "img"]).is_err());
+        assert!(Cli::try_parse_from(["marque", "save", "--to", "oci:", "img"]).is_err());
+        assert!(Cli::try_parse_from(["marque", "save", "--to", "oci:/tmp/b"]).is_err());
+        assert!(Cli::try_parse_from(["marque", "save", "img"]).is_err());
     }
 
     #[test]

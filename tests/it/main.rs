@@ -11,6 +11,7 @@ mod harness;
 mod interop;
 mod keys_cli;
 mod layout;
+mod offline;
 mod policy;
 mod referrers;
 mod referrers_api;

@@ -6,6 +6,8 @@
 //!   OCI image layouts.
 //! * [`sign`] and [`verify`]: signing an image digest and checking its
 //!   signatures against trusted keys.
+//! * [`save`]: copying images with their signatures, attestations and
+//!   referrers into an OCI layout, for verification with no network.
 //!
 //! This crate does not read key files or prompt for passwords; that is
 //! `marque-keys` and the CLI.
@@ -19,6 +21,7 @@ pub mod policy;
 pub mod reference;
 pub mod referrers;
 pub mod registry;
+pub mod save;
 pub mod sign;
 pub mod verify;
 

@@ -486,11 +486,15 @@ impl Policy {
         self.scopes.len()
     }
 
-    /// The most specific scope matching `image`.
+    /// The most specific scope matching `image`. A layout image saved by
+    /// `marque save` matches by the registry name it was saved under.
     pub fn scope_for(&self, image: &ImageRef) -> Option<&Scope> {
         let name = match image {
             ImageRef::Registry(r) => format!("{}/{}", r.registry(), r.repository()),
-            ImageRef::Layout(l) => l.identity(),
+            ImageRef::Layout(l) => match &l.saved_as {
+                Some(r) => format!("{}/{}", r.registry(), r.repository()),
+                None => l.identity(),
+            },
         };
         self.scopes
             .iter()

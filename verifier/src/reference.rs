@@ -5,7 +5,9 @@
 //! * registry references, parsed with Docker's normalisation rules
 //!   (`host[:port]/repo[:tag][@sha256:…]`, with `docker.io` and `library/`
 //!   filled in), and
-//! * `oci:PATH[:tag|@digest]`, an OCI image layout directory on disk.
+//! * `oci:PATH[:tag|@digest]`, an OCI image layout directory on disk, or
+//!   `oci:PATH:NAME` (skopeo's syntax) for an image that `marque save` put
+//!   there under its registry name `NAME`.
 //!
 //! A reference may name a tag; the signing and verifying code resolves it to
 //! a digest exactly once and works by digest after that.
@@ -50,6 +52,11 @@ pub struct LayoutRef {
     pub tag: Option<String>,
     /// The digest, if one was named.
     pub digest: Option<Digest>,
+    /// The registry name the image was saved under (`marque save`), when
+    /// known. It stands in for the directory in identities and policy
+    /// scopes, so a saved image verifies offline exactly as it did online.
+    /// Set by `registry::layout::expand`, which reads it from `index.json`.
+    pub saved_as: Option<RegistryRef>,
 }
 
 /// Any image marque can sign or verify.
@@ -88,8 +95,9 @@ impl ImageRef {
 
     /// The repository identity written into and checked against
     /// `critical.identity.docker-reference`: `registry/repository` for a
-    /// registry image (spelled as cosign spells it), and the final path
-    /// component of the directory for a layout.
+    /// registry image (spelled as cosign spells it), and for a layout the
+    /// registry name it was saved under, else `oci:` and the final path
+    /// component of the directory.
     pub fn identity(&self) -> String {
         match self {
             ImageRef::Registry(r) => r.identity(),
@@ -280,6 +288,9 @@ impl LayoutRef {
             input: input.to_owned(),
             reason,
         };
+        if let Some((path, name)) = split_saved_name(rest) {
+            return LayoutRef::parse_saved(path, name).map_err(bad);
+        }
         let (path, tag, digest) = if let Some((path, d)) = rest.rsplit_once('@') {
             let digest = d
                 .parse::<Digest>()
@@ -303,11 +314,37 @@ impl LayoutRef {
             path: PathBuf::from(path),
             tag,
             digest,
+            saved_as: None,
         })
     }
 
-    /// The name used as signing identity: the directory's final component.
+    /// `oci:PATH:NAME` with NAME a registry reference (skopeo's syntax):
+    /// the image saved under NAME. The tag is the name without any digest
+    /// when it has a tag (`reg/app:v1`), else the whole name
+    /// (`reg/app@sha256:…`, as `marque save` names images given by digest).
+    /// `saved_as` stays unset: only the layout's index.json can confirm it.
+    fn parse_saved(path: &str, name: &str) -> Result<LayoutRef, &'static str> {
+        let parsed = RegistryRef::parse(name).map_err(|_| {
+            "the name after oci:PATH: must be a registry reference, as in oci:PATH:registry/repo:tag"
+        })?;
+        let tag = match (parsed.tag(), parsed.digest()) {
+            (Some(_), Some(_)) => name.rsplit_once('@').map_or(name, |(n, _)| n),
+            _ => name,
+        };
+        Ok(LayoutRef {
+            path: PathBuf::from(path),
+            tag: Some(tag.to_owned()),
+            digest: parsed.digest().cloned(),
+            saved_as: None,
+        })
+    }
+
+    /// The name used as signing identity: the registry repository the
+    /// image was saved from, else the directory's final component.
     pub fn identity(&self) -> String {
+        if let Some(saved) = &self.saved_as {
+            return saved.identity();
+        }
         let name = self
             .path
             .file_name()
@@ -317,6 +354,16 @@ impl LayoutRef {
     }
 }
 
+/// Splits `PATH:NAME` at the first `:` after which the rest contains a
+/// `/` (skopeo splits `oci:` references at the first `:`, and a registry
+/// name always has a `/`), so `/tmp/x:127.0.0.1:5000/app:v1` is
+/// (`/tmp/x`, `127.0.0.1:5000/app:v1`). `None` for the other forms.
+fn split_saved_name(rest: &str) -> Option<(&str, &str)> {
+    rest.match_indices(':')
+        .map(|(i, _)| (&rest[..i], &rest[i + 1..]))
+        .find(|(path, name)| !path.is_empty() && name.contains('/'))
+}
+
 impl fmt::Display for LayoutRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "oci:{}", self.path.display())?;
@@ -324,7 +371,14 @@ impl fmt::Display for LayoutRef {
             write!(f, ":{tag}")?;
         }
         if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
+            // A name saved by digest (`reg/app@sha256:…`) already shows it.
+            let shown = self.tag.as_deref().is_some_and(|t| {
+                t.strip_suffix(digest.as_str())
+                    .is_some_and(|t| t.ends_with('@'))
+            });
+            if !shown {
+                write!(f, "@{digest}")?;
+            }
         }
         Ok(())
     }
@@ -461,5 +515,59 @@ mod tests {
         };
         assert_eq!(l.digest.as_ref().map(Digest::as_str), Some(d));
         assert!(ImageRef::parse("oci:").is_err());
+    }
+
+    #[test]
+    fn saved_names_in_layout_refs() {
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let layout = |s: &str| match ImageRef::parse(s) {
+            Ok(ImageRef::Layout(l)) => l,
+            other => panic!("{s}: {other:?}"),
+        };
+        // skopeo's oci:PATH:NAME, split at the first ':' before a '/'.
+        let l = layout("oci:/tmp/x:127.0.0.1:5000/app:v1");
+        assert_eq!(l.path, PathBuf::from("/tmp/x"));
+        assert_eq!(l.tag.as_deref(), Some("127.0.0.1:5000/app:v1"));
+        assert_eq!(l.digest, None);
+        assert_eq!(l.saved_as, None);
+        assert_eq!(l.to_string(), "oci:/tmp/x:127.0.0.1:5000/app:v1");
+        let l = layout("oci:rel/dir:ghcr.io/org/app:1.2");
+        assert_eq!(l.path, PathBuf::from("rel/dir"));
+        assert_eq!(l.tag.as_deref(), Some("ghcr.io/org/app:1.2"));
+        // Saved by digest: the name is the tag, and the digest is pinned.
+        let l = layout(&format!("oci:/tmp/x:127.0.0.1:5000/app@{d}"));
+        assert_eq!(l.tag, Some(format!("127.0.0.1:5000/app@{d}")));
+        assert_eq!(l.digest.as_ref().map(Digest::as_str), Some(d));
+        assert_eq!(l.to_string(), format!("oci:/tmp/x:127.0.0.1:5000/app@{d}"));
+        // A pinned tagged name prints (and parses back) with both.
+        let l = layout(&format!("oci:/tmp/x:127.0.0.1:5000/app:v1@{d}"));
+        assert_eq!(l.tag.as_deref(), Some("127.0.0.1:5000/app:v1"));
+        assert_eq!(l.digest.as_ref().map(Digest::as_str), Some(d));
+        assert_eq!(
+            l.to_string(),
+            format!("oci:/tmp/x:127.0.0.1:5000/app:v1@{d}")
+        );
+        // The plain forms are unchanged.
+        assert_eq!(layout("oci:/tmp/x:v2").tag.as_deref(), Some("v2"));
+        assert_eq!(
+            layout(&format!("oci:/tmp/x@{d}")).path,
+            PathBuf::from("/tmp/x")
+        );
+        // A name that is not a registry reference is refused.
+        assert!(ImageRef::parse("oci:/tmp/x:Bad/Name").is_err());
+    }
+
+    #[test]
+    fn saved_as_stands_in_for_the_directory() {
+        let mut l = match ImageRef::parse("oci:/tmp/bundle") {
+            Ok(ImageRef::Layout(l)) => l,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(l.identity(), "oci:bundle");
+        l.saved_as = Some(reg("127.0.0.1:5000/team/app:v1"));
+        assert_eq!(l.identity(), "127.0.0.1:5000/team/app");
+        assert_eq!(ImageRef::Layout(l.clone()).identity(), l.identity());
+        l.saved_as = Some(reg("alpine:3"));
+        assert_eq!(l.identity(), "index.docker.io/library/alpine");
     }
 }

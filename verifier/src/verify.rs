@@ -805,6 +805,14 @@ fn check_identity(signed: &str, image: &ImageRef, rule: IdentityMatch) -> Result
                 _ => Err(mismatch(expected.to_string())),
             }
         }
+        // A saved image is checked as the registry image it was saved from.
+        (
+            rule,
+            ImageRef::Layout(crate::reference::LayoutRef {
+                saved_as: Some(saved),
+                ..
+            }),
+        ) => check_identity(signed, &ImageRef::Registry(saved.clone()), rule),
         (IdentityMatch::Repository, ImageRef::Layout(_)) => {
             let expected = image.identity();
             let repo = match signed.strip_prefix(&expected) {

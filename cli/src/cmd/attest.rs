@@ -212,11 +212,7 @@ struct VerifyEntry {
 }
 
 pub(super) async fn verify(args: VerifyAttestationArgs) -> anyhow::Result<Status> {
-    let images = args
-        .images
-        .iter()
-        .map(|s| ImageRef::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let images = super::parse_images(&args.images)?;
     let req = AttestationRequirements {
         keys: super::load_public_keys(&args.key)?,
         predicate_type: predicate_type(&args.predicate_type)?,

@@ -5,6 +5,7 @@ mod ca;
 mod key;
 mod policy;
 mod provenance;
+mod save;
 mod sign;
 mod verify;
 
@@ -29,7 +30,23 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
         Command::Ca(CaCommand::IssueSigner(args)) => ca::issue_signer(args),
         Command::VerifyAttestation(args) => attest::verify(args).await,
         Command::Provenance(args) => provenance::run(args),
+        Command::Save(args) => save::run(args).await,
     }
+}
+
+/// Parses image references and expands each `oci:DIR` that names images
+/// saved by `marque save` into those images, each carrying its registry
+/// name (see `marque_verifier::registry::layout::expand`). Other
+/// references are kept as given.
+fn parse_images(names: &[String]) -> anyhow::Result<Vec<marque_verifier::ImageRef>> {
+    let mut images = Vec::with_capacity(names.len());
+    for name in names {
+        let image = marque_verifier::ImageRef::parse(name)?;
+        let expanded = registry::layout::expand(&image)
+            .with_context(|| format!("cannot read the saved images in {image}"))?;
+        images.extend(expanded);
+    }
+    Ok(images)
 }
 
 fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
@@ -124,7 +141,7 @@ fn load_public_keys(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<marque_k
 /// A signature or attestation after its write: finished, or waiting for
 /// its confirming read.
 enum Written {
-    Done(marque_verifier::sign::Signed),
+    Done(Box<marque_verifier::sign::Signed>),
     Pending(Box<marque_verifier::sign::Append>),
 }
 
@@ -134,14 +151,14 @@ impl Written {
         result: Option<marque_verifier::sign::Signed>,
     ) -> Written {
         match result {
-            Some(done) => Written::Done(done),
+            Some(done) => Written::Done(Box::new(done)),
             None => Written::Pending(Box::new(append)),
         }
     }
 
     async fn finish(self) -> Result<marque_verifier::sign::Signed, String> {
         match self {
-            Written::Done(s) => Ok(s),
+            Written::Done(s) => Ok(*s),
             Written::Pending(append) => append.confirm().await.map_err(|e| e.to_string()),
         }
     }

@@ -172,13 +172,30 @@ fn dedupe_key(image: &ImageRef) -> String {
     }
 }
 
+/// The one image `explain` decides: a layout of several saved images must
+/// be narrowed to one by name or digest.
+fn single_image(name: &str) -> anyhow::Result<ImageRef> {
+    let mut images = super::parse_images(std::slice::from_ref(&name.to_owned()))?;
+    if images.len() > 1 {
+        let listed: Vec<String> = images.iter().map(|i| format!("  {i}")).collect();
+        anyhow::bail!(
+            "{name} holds {} saved images; explain one of them:\n{}",
+            images.len(),
+            listed.join("\n")
+        );
+    }
+    images
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("{name} names no image"))
+}
+
 /// `marque policy explain`: the decision trace for one image.
 pub(super) async fn explain(args: crate::args::PolicyExplainArgs) -> anyhow::Result<Status> {
     let policy = match load(&args.policy)? {
         Ok(p) => p,
         Err(n) => anyhow::bail!("{}: {n} error(s) in the policy", args.policy.display()),
     };
-    let image = ImageRef::parse(&args.image)?;
+    let image = single_image(&args.image)?;
     let client = super::registry_client(&args.registry)?;
     let repo = client.repository(&image);
     let d = marque_verifier::policy::evaluate(

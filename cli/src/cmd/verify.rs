@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt as _;
-use marque_verifier::ImageRef;
 use marque_verifier::verify::{
     CertificateIdentity, CertificateRequirements, IdentityMatch, LayerRejection, ReferrerRejection,
     Report, Requirements, VerifiedSignature,
@@ -67,10 +66,7 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
     if let Some(file) = &args.from_file {
         names.extend(read_image_list(file)?);
     }
-    let images = names
-        .iter()
-        .map(|s| ImageRef::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let images = super::parse_images(&names)?;
     if let Some(policy) = &args.policy {
         let client = super::registry_client(&args.registry)?;
         return super::policy::verify(

@@ -7,6 +7,13 @@
 //! registry. `index.json` is replaced atomically (write, fsync, rename)
 //! under an exclusive lock on the layout directory, so concurrent writers on
 //! one machine cannot lose each other's tags.
+//!
+//! `marque save` names each image it copies with its registry reference in
+//! both `org.opencontainers.image.ref.name` and `io.containerd.image.name`
+//! (containerd's annotation for names in an OCI archive). [`expand`] turns
+//! a reference to such a layout into one reference per saved image, each
+//! carrying that name (`LayoutRef::saved_as`), so identities and policy
+//! scopes are the registry's, not the directory's.
 
 use std::fs::{self, File};
 use std::io::{Read as _, Write as _};
@@ -15,8 +22,12 @@ use std::path::{Path, PathBuf};
 use super::{Limits, Manifest, ManifestRef, RegistryError, check_digest};
 use crate::artifact::OCI_INDEX;
 use crate::digest::Digest;
+use crate::reference::{ImageRef, LayoutRef, RegistryRef};
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation naming an index.json entry (a tag).
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// containerd's annotation for an image's full name in an OCI archive.
+pub const IMAGE_NAME: &str = "io.containerd.image.name";
 /// Bound on index.json, which grows by one entry per signed digest.
 const MAX_INDEX_BYTES: u64 = 64 << 20;
 
@@ -111,6 +122,12 @@ impl OciLayout {
         }
     }
 
+    /// The digest `tag` points at in index.json, whether or not its blob
+    /// is present; `None` when there is no such tag.
+    pub fn tag_digest(&self, tag: &str) -> Result<Option<Digest>, RegistryError> {
+        self.find_tag(tag)
+    }
+
     pub(super) async fn resolve(&self, tag: &str) -> Result<Digest, RegistryError> {
         self.find_tag(tag)?.ok_or_else(|| RegistryError::NotFound {
             what: format!("tag {tag:?} in oci:{}", self.path.display()),
@@ -178,9 +195,17 @@ impl OciLayout {
         if path.exists() {
             return Ok(digest);
         }
+        self.write_blob(&bytes)
+    }
+
+    /// Writes a blob whether or not a file of its name exists (one that
+    /// does may be damaged); returns its digest.
+    pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(bytes);
+        let path = self.blob_path(&digest);
         let dir = path.parent().unwrap_or(&self.path).to_owned();
         fs::create_dir_all(&dir).map_err(self.io(&dir))?;
-        write_atomically(&dir, &path, &bytes).map_err(self.io(&path))?;
+        write_atomically(&dir, &path, bytes).map_err(self.io(&path))?;
         Ok(digest)
     }
 
@@ -207,14 +232,7 @@ impl OciLayout {
     ) -> Result<(Digest, bool), RegistryError> {
         let size = bytes.len();
         let digest = self.push_blob(bytes).await?;
-        // Hold the directory lock only across synchronous code.
-        let dir = File::open(&self.path).map_err(self.io(&self.path))?;
-        dir.lock().map_err(self.io(&self.path))?;
-        let result = (|| {
-            let mut index = self.read_index()?;
-            let entries = index["manifests"].as_array_mut().ok_or_else(|| {
-                RegistryError::Protocol("index.json has no manifests array".to_owned())
-            })?;
+        let written = self.update_index(|entries| {
             if let Some(expected) = expected {
                 let current = entries
                     .iter()
@@ -232,6 +250,28 @@ impl OciLayout {
                 "size": size,
                 "annotations": { REF_NAME: tag },
             }));
+            Ok(true)
+        })?;
+        Ok((digest, written))
+    }
+
+    /// Runs `change` on index.json's entries under the layout lock, and
+    /// replaces index.json atomically when it returns `true`. The lock is
+    /// held only across synchronous code.
+    fn update_index(
+        &self,
+        change: impl FnOnce(&mut Vec<serde_json::Value>) -> Result<bool, RegistryError>,
+    ) -> Result<bool, RegistryError> {
+        let dir = File::open(&self.path).map_err(self.io(&self.path))?;
+        dir.lock().map_err(self.io(&self.path))?;
+        let result = (|| {
+            let mut index = self.read_index()?;
+            let entries = index["manifests"].as_array_mut().ok_or_else(|| {
+                RegistryError::Protocol("index.json has no manifests array".to_owned())
+            })?;
+            if !change(entries)? {
+                return Ok(false);
+            }
             if index.get("mediaType").is_none() {
                 index["mediaType"] = serde_json::Value::from(OCI_INDEX);
             }
@@ -242,8 +282,183 @@ impl OciLayout {
             Ok(true)
         })();
         let _ = dir.unlock();
-        result.map(|written| (digest, written))
+        result
     }
+
+    /// Makes `path` an empty OCI image layout (`oci-layout`, `index.json`,
+    /// `blobs/sha256`) unless it already is one. The directory is created
+    /// if missing; an existing directory that holds anything else is
+    /// refused rather than written into.
+    pub fn create(&self) -> Result<(), RegistryError> {
+        fs::create_dir_all(&self.path).map_err(self.io(&self.path))?;
+        let dir = File::open(&self.path).map_err(self.io(&self.path))?;
+        dir.lock().map_err(self.io(&self.path))?;
+        let result = self.create_locked();
+        let _ = dir.unlock();
+        result
+    }
+
+    fn create_locked(&self) -> Result<(), RegistryError> {
+        let index = self.path.join("index.json");
+        if index.is_file() {
+            return Ok(());
+        }
+        for entry in fs::read_dir(&self.path).map_err(self.io(&self.path))? {
+            let name = entry.map_err(self.io(&self.path))?.file_name();
+            let name = name.to_string_lossy();
+            if name != "oci-layout" && name != "blobs" && !name.starts_with(".marque-tmp-") {
+                return Err(RegistryError::Protocol(format!(
+                    "{} is not empty and is not an OCI image layout (it has no index.json); \
+                     refusing to write into it",
+                    self.path.display()
+                )));
+            }
+        }
+        let blobs = self.path.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(self.io(&blobs))?;
+        let marker = self.path.join("oci-layout");
+        write_atomically(&self.path, &marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(self.io(&marker))?;
+        let empty =
+            serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [] });
+        write_atomically(&self.path, &index, empty.to_string().as_bytes()).map_err(self.io(&index))
+    }
+
+    /// Names the image whose manifest is `digest` (`size` bytes of
+    /// `media_type`) `name` in index.json: `org.opencontainers.image.ref.name`
+    /// and `io.containerd.image.name` both set to `name`, replacing any
+    /// entry of that name and keeping every other.
+    pub fn name_image(
+        &self,
+        name: &str,
+        digest: &Digest,
+        size: u64,
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        self.update_index(|entries| {
+            entries.retain(|e| {
+                e["annotations"][REF_NAME].as_str() != Some(name)
+                    && e["annotations"][IMAGE_NAME].as_str() != Some(name)
+            });
+            entries.push(serde_json::json!({
+                "mediaType": media_type,
+                "digest": digest.as_str(),
+                "size": size,
+                "annotations": { REF_NAME: name, IMAGE_NAME: name },
+            }));
+            Ok(true)
+        })
+        .map(|_| ())
+    }
+
+    /// The images `marque save` put here, in index order: entries whose
+    /// `io.containerd.image.name` and `org.opencontainers.image.ref.name`
+    /// are the same registry reference. (containerd's own archives put
+    /// only the tag in `ref.name`; they are not saved images.) A saved
+    /// entry with an unusable name or digest is an error, not skipped.
+    pub fn saved_images(&self) -> Result<Vec<SavedImage>, RegistryError> {
+        let index = self.read_index()?;
+        let entries = index["manifests"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let mut saved = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let annotations = &entry["annotations"];
+            let Some(name) = annotations[IMAGE_NAME].as_str() else {
+                continue;
+            };
+            if annotations[REF_NAME].as_str() != Some(name) {
+                continue;
+            }
+            let bad = |reason: &str| {
+                RegistryError::Protocol(format!(
+                    "{}: index.json entry {i} ({name:?}): {reason}",
+                    self.path.display()
+                ))
+            };
+            let parsed = RegistryRef::parse(name).map_err(|e| bad(e.reason))?;
+            let digest = entry["digest"]
+                .as_str()
+                .and_then(|d| d.parse::<Digest>().ok())
+                .ok_or_else(|| bad("no valid digest"))?;
+            saved.push(SavedImage {
+                name: parsed,
+                digest,
+            });
+        }
+        Ok(saved)
+    }
+}
+
+/// An image `marque save` put in a layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedImage {
+    /// The registry reference it was saved from.
+    pub name: RegistryRef,
+    /// Its manifest digest.
+    pub digest: Digest,
+}
+
+impl SavedImage {
+    /// Whether `tag` (from `oci:PATH:NAME`) names this image: the same
+    /// repository and tag, and the same digest if `tag` has one.
+    fn is_named(&self, tag: &str) -> bool {
+        if self.name.to_string() == tag {
+            return true;
+        }
+        RegistryRef::parse(tag).is_ok_and(|r| {
+            r.same_repository(&self.name)
+                && r.tag() == self.name.tag()
+                && r.digest().is_none_or(|d| Some(d) == self.name.digest())
+        })
+    }
+
+    /// A reference to this image in the layout at `path`, pinned to its
+    /// digest and carrying its saved name.
+    fn layout_ref(&self, path: &Path) -> LayoutRef {
+        LayoutRef {
+            path: path.to_owned(),
+            tag: Some(self.name.to_string()),
+            digest: Some(self.digest.clone()),
+            saved_as: Some(self.name.clone()),
+        }
+    }
+}
+
+/// Expands a reference to a layout that `marque save` wrote into the saved
+/// images it names, each pinned to its digest and carrying its registry
+/// name (`saved_as`):
+///
+/// * `oci:DIR` (no tag, no digest): every saved image;
+/// * `oci:DIR@sha256:…`: the saved images with that digest;
+/// * `oci:DIR:NAME` (skopeo's syntax, also with `@sha256:…`): that one.
+///
+/// Everything else is returned unchanged: registry references, references
+/// that already carry a saved name, layouts without saved images (or
+/// without index.json: the operation that reads it reports that), and
+/// plain tags such as `oci:DIR:latest`.
+pub fn expand(image: &ImageRef) -> Result<Vec<ImageRef>, RegistryError> {
+    let unchanged = || Ok(vec![image.clone()]);
+    let ImageRef::Layout(l) = image else {
+        return unchanged();
+    };
+    if l.saved_as.is_some() || !l.path.join("index.json").is_file() {
+        return unchanged();
+    }
+    let saved = OciLayout::new(&l.path, Limits::default()).saved_images()?;
+    let chosen: Vec<&SavedImage> = saved
+        .iter()
+        .filter(|s| l.tag.as_deref().is_none_or(|t| s.is_named(t)))
+        .filter(|s| l.digest.as_ref().is_none_or(|d| s.digest == *d))
+        .collect();
+    if chosen.is_empty() {
+        return unchanged();
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|s| ImageRef::Layout(s.layout_ref(&l.path)))
+        .collect())
 }
 
 enum ReadError {
@@ -367,6 +582,128 @@ mod tests {
             rt.block_on(layout.fetch_blob(&d, 3)),
             Err(RegistryError::TooLarge { .. })
         ));
+    }
+
+    fn layout_ref(s: &str) -> ImageRef {
+        ImageRef::parse(s).unwrap()
+    }
+
+    #[test]
+    fn expand_saved_images() {
+        let dir = empty_layout();
+        let layout = OciLayout::new(dir.path(), Limits::default());
+        let rt = rt();
+        let m = |n: &str| format!(r#"{{"schemaVersion":2,"n":"{n}"}}"#).into_bytes();
+        let d1 = rt.block_on(layout.push_blob(m("1"))).unwrap();
+        let d2 = rt.block_on(layout.push_blob(m("2"))).unwrap();
+        let oci = crate::artifact::OCI_MANIFEST;
+        layout
+            .name_image("127.0.0.1:5000/app:v1", &d1, 10, oci)
+            .unwrap();
+        let by_digest = format!("127.0.0.1:5000/api@{d2}");
+        layout.name_image(&by_digest, &d2, 10, oci).unwrap();
+        // A plain tag and a containerd-style entry (tag-only ref.name) are
+        // not saved images.
+        rt.block_on(layout.push_manifest("latest", m("3"), oci))
+            .unwrap();
+        layout
+            .update_index(|e| {
+                e.push(
+                    serde_json::json!({"mediaType": oci, "digest": d1.as_str(), "size": 10,
+                    "annotations": {REF_NAME: "v1", IMAGE_NAME: "docker.io/library/x:v1"}}),
+                );
+                Ok(true)
+            })
+            .unwrap();
+        let path = dir.path().display().to_string();
+        let expand = |s: &str| expand(&layout_ref(s)).unwrap();
+
+        let all = expand(&format!("oci:{path}"));
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].identity(), "127.0.0.1:5000/app");
+        assert_eq!(all[0].digest(), Some(&d1));
+        assert_eq!(
+            all[0].to_string(),
+            format!("oci:{path}:127.0.0.1:5000/app:v1@{d1}")
+        );
+        assert_eq!(all[1].identity(), "127.0.0.1:5000/api");
+        assert_eq!(all[1].to_string(), format!("oci:{path}:{by_digest}"));
+        // Expanding again changes nothing.
+        assert_eq!(super::expand(&all[0]).unwrap(), vec![all[0].clone()]);
+
+        // By digest, by name (skopeo's syntax), by name and digest.
+        assert_eq!(expand(&format!("oci:{path}@{d2}")), vec![all[1].clone()]);
+        assert_eq!(
+            expand(&format!("oci:{path}:127.0.0.1:5000/app:v1")),
+            vec![all[0].clone()]
+        );
+        assert_eq!(
+            expand(&format!("oci:{path}:{by_digest}")),
+            vec![all[1].clone()]
+        );
+        assert_eq!(
+            expand(&format!("oci:{path}:127.0.0.1:5000/app:v1@{d1}")),
+            vec![all[0].clone()]
+        );
+        // A name and another image's digest: nothing saved matches.
+        let mismatch = format!("oci:{path}:127.0.0.1:5000/app:v1@{d2}");
+        assert_eq!(expand(&mismatch), vec![layout_ref(&mismatch)]);
+        // Plain tags, unknown names and other layouts are left alone.
+        for plain in [
+            format!("oci:{path}:latest"),
+            format!("oci:{path}:127.0.0.1:5000/app:v9"),
+            "oci:/nonexistent/layout".to_owned(),
+            "127.0.0.1:5000/app:v1".to_owned(),
+        ] {
+            assert_eq!(expand(&plain), vec![layout_ref(&plain)], "{plain}");
+        }
+        let plain = empty_layout();
+        let plain = format!("oci:{}", plain.path().display());
+        assert_eq!(expand(&plain), vec![layout_ref(&plain)]);
+
+        // A saved entry with a name that is no reference is an error.
+        layout.name_image("Not A Name", &d1, 10, oci).unwrap();
+        let err = super::expand(&layout_ref(&format!("oci:{path}"))).unwrap_err();
+        assert!(err.to_string().contains("Not A Name"), "{err}");
+    }
+
+    #[test]
+    fn naming_an_image_keeps_other_entries() {
+        let dir = empty_layout();
+        let layout = OciLayout::new(dir.path(), Limits::default());
+        let rt = rt();
+        let oci = crate::artifact::OCI_MANIFEST;
+        let d = rt.block_on(layout.push_blob(b"{}".to_vec())).unwrap();
+        rt.block_on(layout.push_manifest("sha256-x.sig", b"{}".to_vec(), oci))
+            .unwrap();
+        layout.name_image("reg.io/a:v1", &d, 2, oci).unwrap();
+        layout.name_image("reg.io/b:v1", &d, 2, oci).unwrap();
+        layout.name_image("reg.io/a:v1", &d, 2, oci).unwrap();
+        let index = layout.read_index().unwrap();
+        let names: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["annotations"][REF_NAME].as_str())
+            .collect();
+        assert_eq!(names, ["sha256-x.sig", "reg.io/b:v1", "reg.io/a:v1"]);
+        assert_eq!(layout.saved_images().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn create_makes_a_layout_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/layout");
+        let layout = OciLayout::new(&path, Limits::default());
+        layout.create().unwrap();
+        assert!(path.join("oci-layout").is_file());
+        assert!(path.join("blobs/sha256").is_dir());
+        let rt = rt();
+        rt.block_on(layout.push_manifest("v1", b"{}".to_vec(), crate::artifact::OCI_MANIFEST))
+            .unwrap();
+        // Creating again keeps what is there.
+        layout.create().unwrap();
+        assert!(rt.block_on(layout.resolve("v1")).is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Nothing here knows about signatures or policy.
 
 pub mod credentials;
-mod layout;
+pub mod layout;
 mod remote;
 
 use std::path::PathBuf;
