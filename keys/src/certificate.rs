@@ -33,20 +33,20 @@ static ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
 /// Clock skew tolerated when issuing: certificates start this much earlier.
 const BACKDATE: Duration = Duration::from_secs(300);
 
-fn cert_err(reason: impl Into<String>) -> Error {
+pub(crate) fn cert_err(reason: impl Into<String>) -> Error {
     Error::Certificate {
         reason: reason.into(),
     }
 }
 
-fn rcgen_key(key: &SigningKey) -> Result<KeyPair, Error> {
+pub(crate) fn rcgen_key(key: &SigningKey) -> Result<KeyPair, Error> {
     if key.algorithm() != Algorithm::EcdsaP256Sha256 {
         return Err(cert_err("CA keys must be ECDSA P-256"));
     }
     KeyPair::try_from(key.pkcs8_der()).map_err(|e| cert_err(format!("cannot use the CA key: {e}")))
 }
 
-fn offset(t: SystemTime) -> Result<time::OffsetDateTime, Error> {
+pub(crate) fn offset(t: SystemTime) -> Result<time::OffsetDateTime, Error> {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map_err(|_| cert_err("time before 1970"))?
@@ -55,7 +55,7 @@ fn offset(t: SystemTime) -> Result<time::OffsetDateTime, Error> {
         .map_err(|_| cert_err("time out of range"))
 }
 
-fn random_serial() -> Result<SerialNumber, Error> {
+pub(crate) fn random_serial() -> Result<SerialNumber, Error> {
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()

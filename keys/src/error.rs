@@ -74,6 +74,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// A join token is malformed.
+    #[error("join token: {reason}")]
+    Token {
+        /// What is wrong, in one line.
+        reason: String,
+    },
+
     /// A key of an algorithm or curve this crate does not support (RSA,
     /// secp256k1, P-521, Ed448, explicit curve parameters, ...).
     #[error(

@@ -46,6 +46,7 @@ mod armor;
 pub mod certificate;
 mod error;
 mod keyfile;
+pub mod node;
 mod oid;
 mod public;
 mod signing;
