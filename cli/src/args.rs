@@ -47,6 +47,9 @@ pub(crate) enum Command {
     /// an OCI layout, to verify them with no network.
     #[command(after_help = SAVE_EXAMPLES)]
     Save(SaveArgs),
+    /// Node identity: join a cluster, show and renew the node certificate.
+    #[command(subcommand)]
+    Node(NodeCommand),
 }
 
 const SAVE_EXAMPLES: &str = "\
@@ -171,6 +174,185 @@ pub(crate) enum CaCommand {
         after_help = "Examples:\n  marque ca issue-signer --ca ca/ --key release.pub --identity https://ci.example.com/release --output release.crt\n  marque sign --key release.key --certificate release.crt --certificate-chain ca/chain.pem IMAGE"
     )]
     IssueSigner(CaIssueArgs),
+    /// Run the cluster CA service (TLS): discovery, join, renewal, admin.
+    #[command(
+        after_help = "Examples:\n  marque ca init --trust-domain prod.example --out ca/\n  MARQUE_PASSWORD=… marque ca serve --ca ca/ --listen 0.0.0.0:7443 --state ca-state/\n  marque ca token create --ca ca/ --state ca-state/ --role worker --segment edge\n\nThe service prints the address it listens on. Its state (token verifiers,\nnodes, removals) lives in --state and survives restarts."
+    )]
+    Serve(CaServeArgs),
+    /// Join tokens: create, list, revoke, rotate.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Nodes the CA admitted: list, remove (denylist).
+    #[command(subcommand)]
+    Node(CaNodeCommand),
+    /// Issue an admin certificate and key for the CA's admin routes.
+    #[command(name = "issue-admin")]
+    IssueAdmin(CaIssueAdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaServeArgs {
+    /// The CA directory (from `marque ca init --trust-domain`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca: PathBuf,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+    pub(crate) listen: String,
+    /// State directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// Lifetime of node certificates.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub(crate) node_ttl: std::time::Duration,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a join token and print it (the CA keeps only a verifier).
+    #[command(
+        after_help = "Examples:\n  marque ca token create --ca ca/ --state ca-state/ --role worker --segment edge\n  marque ca token create --ca ca/ --state ca-state/ --role manager --segment core --ttl 15m"
+    )]
+    Create(TokenCreateArgs),
+    /// List tokens (ids, roles, segments, expiry, uses left).
+    List(StateArgs),
+    /// Revoke a token by id.
+    Revoke(TokenIdArgs),
+    /// Revoke a token and print a new one with the same role, segment,
+    /// lifetime and uses.
+    Rotate(TokenRotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StateArgs {
+    /// The CA's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenCreateArgs {
+    /// The CA directory (its root is pinned in the token).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca: PathBuf,
+    /// The CA's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// The role a node joining with it gets.
+    #[arg(long, value_parser = ["worker", "manager"])]
+    pub(crate) role: String,
+    /// The segment a node joining with it gets.
+    #[arg(long)]
+    pub(crate) segment: String,
+    /// How long it can be used.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub(crate) ttl: std::time::Duration,
+    /// How many nodes may join with it.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) uses: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenIdArgs {
+    /// The CA's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// The token id (the third part of the token).
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenRotateArgs {
+    /// The CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca: PathBuf,
+    /// The CA's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// The token id to replace.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaNodeCommand {
+    /// List admitted nodes.
+    List(StateArgs),
+    /// Remove a node: it can no longer renew or call any route.
+    Remove(CaNodeRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaNodeRemoveArgs {
+    /// The CA's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// The node id.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaIssueAdminArgs {
+    /// The CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca: PathBuf,
+    /// The admin's name (a-z, 0-9, -).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Directory to write admin.key and admin.crt to.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
+    /// How long the certificate is valid.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub(crate) validity: std::time::Duration,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Join a cluster: pin the CA from the token, get a node certificate.
+    #[command(
+        after_help = "Examples:\n  MARQUE_JOIN_TOKEN=MQJT1.… marque node join --ca ca.example.com:7443 --state /var/lib/marque/node\n  marque node join --ca 10.0.0.5:7443 --token-file token.txt --state node/\n\nThe root is accepted only if it matches the token's pin (no trust on first\nuse); the key is made here and never leaves the node."
+    )]
+    Join(NodeJoinArgs),
+    /// Show this node's identity: id, role, segment, expiry, CA pin.
+    Status(NodeStateArgs),
+    /// Renew the node certificate now, with a fresh key.
+    Renew(NodeStateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeJoinArgs {
+    /// The CA service, host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) ca: String,
+    /// The join token (better: MARQUE_JOIN_TOKEN or --token-file, which
+    /// other users cannot see in the process list).
+    #[arg(long, env = "MARQUE_JOIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Read the join token from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// The node's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeStateArgs {
+    /// The node's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +367,10 @@ pub(crate) struct CaInitArgs {
     /// The CA's common name.
     #[arg(long, default_value = "marque signing CA")]
     pub(crate) name: String,
+    /// Make a cluster CA for this trust domain (for `ca serve` and node
+    /// certificates), e.g. prod.example.
+    #[arg(long, value_name = "DOMAIN")]
+    pub(crate) trust_domain: Option<String>,
     /// How long the root is valid (e.g. 10y, 90d).
     #[arg(long, default_value = "10y", value_parser = parse_duration)]
     pub(crate) validity: std::time::Duration,

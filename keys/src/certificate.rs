@@ -115,6 +115,42 @@ pub fn new_root(
     })
 }
 
+/// Makes a cluster root: like [`new_root`], named `marque cluster
+/// <trust_domain>` and carrying `spiffe://<trust_domain>` as its URI SAN,
+/// so a node that pinned it knows which trust domain it is joining.
+pub fn new_cluster_root(
+    trust_domain: &str,
+    now: SystemTime,
+    validity: Duration,
+    path_len: u8,
+) -> Result<CaCertificate, Error> {
+    if !crate::node::valid_name(trust_domain, true) {
+        return Err(cert_err(format!(
+            "trust domain {trust_domain:?} must be lowercase [a-z0-9.-], like a DNS name"
+        )));
+    }
+    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
+    let kp = rcgen_key(&key)?;
+    let mut params = ca_params(
+        &format!("marque cluster {trust_domain}"),
+        now,
+        validity,
+        path_len,
+    )?;
+    params.subject_alt_names = vec![SanType::URI(
+        format!("spiffe://{trust_domain}")
+            .try_into()
+            .map_err(|_| cert_err("the trust domain is not ASCII"))?,
+    )];
+    let cert = params
+        .self_signed(&kp)
+        .map_err(|e| cert_err(e.to_string()))?;
+    Ok(CaCertificate {
+        cert_pem: cert.pem(),
+        key,
+    })
+}
+
 /// Makes an intermediate CA signed by `issuer`.
 pub fn new_intermediate(
     issuer: &CaCertificate,
@@ -334,6 +370,37 @@ impl SignerCertificate {
         }
         Ok(())
     }
+}
+
+/// Checks that `chain` (leaf first, then intermediates; DER) chains to
+/// `root` at `at` and that the leaf allows TLS client authentication.
+pub fn verify_client_chain(chain: &[Vec<u8>], root: &[u8], at: SystemTime) -> Result<(), Error> {
+    let root_der = CertificateDer::from(root);
+    let anchor = webpki::anchor_from_trusted_cert(&root_der)
+        .map_err(|e| cert_err(format!("unusable CA root: {e:?}")))?
+        .to_owned();
+    let (leaf, rest) = chain
+        .split_first()
+        .ok_or_else(|| cert_err("empty certificate chain"))?;
+    let leaf_der = CertificateDer::from(leaf.as_slice());
+    let leaf = webpki::EndEntityCert::try_from(&leaf_der)
+        .map_err(|e| cert_err(format!("malformed certificate: {e:?}")))?;
+    let inter: Vec<CertificateDer<'_>> = rest
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    leaf.verify_for_usage(
+        ALGORITHMS,
+        &[anchor],
+        &inter,
+        UnixTime::since_unix_epoch(secs),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| cert_err(describe(&e)))?;
+    Ok(())
 }
 
 fn describe(e: &webpki::Error) -> String {

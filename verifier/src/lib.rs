@@ -16,6 +16,7 @@
 
 pub mod artifact;
 pub mod attest;
+pub mod cluster;
 pub mod digest;
 pub mod policy;
 pub mod reference;

@@ -29,7 +29,12 @@ pub(super) fn init(args: CaInitArgs) -> anyhow::Result<Status> {
         Purpose::Create,
     )?;
     let now = SystemTime::now();
-    let root = certificate::new_root(&args.name, now, args.validity, u8::from(args.intermediate))?;
+    let root = match &args.trust_domain {
+        Some(td) => {
+            certificate::new_cluster_root(td, now, args.validity, u8::from(args.intermediate))?
+        }
+        None => certificate::new_root(&args.name, now, args.validity, u8::from(args.intermediate))?,
+    };
     write(&args.out.join("root.crt"), root.cert_pem.as_bytes(), 0o644)?;
     write(
         &root_key_path,
@@ -107,7 +112,7 @@ pub(super) fn issue_signer(args: CaIssueArgs) -> anyhow::Result<Status> {
     Ok(Status::Ok)
 }
 
-fn write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(super) fn write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = std::fs::OpenOptions::new()

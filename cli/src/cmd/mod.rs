@@ -2,6 +2,7 @@
 
 mod attest;
 mod ca;
+mod cluster;
 mod key;
 mod policy;
 mod provenance;
@@ -28,6 +29,11 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
         Command::Policy(PolicyCommand::Explain(args)) => policy::explain(args).await,
         Command::Ca(CaCommand::Init(args)) => ca::init(args),
         Command::Ca(CaCommand::IssueSigner(args)) => ca::issue_signer(args),
+        Command::Ca(CaCommand::Serve(args)) => cluster::serve(args).await,
+        Command::Ca(CaCommand::Token(command)) => cluster::token(command),
+        Command::Ca(CaCommand::Node(command)) => cluster::nodes(command),
+        Command::Ca(CaCommand::IssueAdmin(args)) => cluster::issue_admin(args),
+        Command::Node(command) => cluster::node(command).await,
         Command::VerifyAttestation(args) => attest::verify(args).await,
         Command::Provenance(args) => provenance::run(args),
         Command::Save(args) => save::run(args).await,

@@ -484,7 +484,7 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
 
 /// Writes `bytes` to a temporary file in `dir`, fsyncs it, renames it over
 /// `path` and fsyncs the directory, so readers see the old or the new file.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = tempfile_in(dir)?;
     tmp.1.write_all(bytes)?;
     tmp.1.sync_all()?;

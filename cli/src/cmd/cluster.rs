@@ -1,0 +1,304 @@
+//! `marque ca serve|token|node|issue-admin` and `marque node join|status|renew`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use marque_keys::certificate::CaCertificate;
+use marque_keys::node::{ClusterIdentity, JoinToken, Role};
+use marque_verifier::cluster::node::{NodeDir, NodeInfo};
+use marque_verifier::cluster::server::{self, Authority};
+use marque_verifier::cluster::state::StateDir;
+
+use crate::Status;
+use crate::args::{
+    CaIssueAdminArgs, CaNodeCommand, CaServeArgs, NodeCommand, OutputFormat, TokenCommand,
+};
+
+fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
+    String::from_utf8(super::read_file(path, what)?)
+        .with_context(|| format!("{}: not text", path.display()))
+}
+
+/// The root PEM, and the certificate and key that issue (the
+/// intermediate when there is one).
+fn load_ca(
+    dir: &Path,
+    password_file: Option<&Path>,
+) -> anyhow::Result<(CaCertificate, String, String)> {
+    let root_pem = read_text(&dir.join("root.crt"), "CA root certificate")?;
+    let (cert, key, chain) = if dir.join("intermediate.crt").exists() {
+        let pem = read_text(&dir.join("intermediate.crt"), "CA intermediate")?;
+        (pem.clone(), dir.join("intermediate.key"), pem)
+    } else {
+        (root_pem.clone(), dir.join("root.key"), String::new())
+    };
+    let key = super::load_signing_key(&key, password_file)?;
+    Ok((
+        CaCertificate {
+            cert_pem: cert,
+            key,
+        },
+        chain,
+        root_pem,
+    ))
+}
+
+pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
+    let (issuer, chain, root_pem) = load_ca(&args.ca, args.password.password_file.as_deref())?;
+    if args.node_ttl < Duration::from_secs(60) {
+        bail!("--node-ttl must be at least 1m");
+    }
+    let state = StateDir::open(&args.state)?;
+    let authority = Authority::new(issuer, chain, root_pem, state, args.node_ttl)
+        .with_context(|| format!("{}: not a cluster CA", args.ca.display()))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!(
+        "marque CA for trust domain {} listening on {}",
+        authority.trust_domain(),
+        listener.local_addr()?
+    );
+    server::serve(Arc::new(authority), listener).await?;
+    Ok(Status::Ok)
+}
+
+pub(super) fn token(command: TokenCommand) -> anyhow::Result<Status> {
+    match command {
+        TokenCommand::Create(args) => {
+            let state = StateDir::open(&args.state)?;
+            let root_pem = read_text(&args.ca.join("root.crt"), "CA root certificate")?;
+            let role: Role = args.role.parse()?;
+            let token =
+                server::create_token(&state, &root_pem, role, &args.segment, args.ttl, args.uses)?;
+            println!("{token}");
+            eprintln!(
+                "Join token {} for a {role} in segment {} ({} use(s), expires in {}).",
+                token.id(),
+                args.segment,
+                args.uses,
+                humantime::format_duration(args.ttl)
+            );
+            Ok(Status::Ok)
+        }
+        TokenCommand::List(args) => {
+            let state = StateDir::open(&args.state)?.read()?;
+            if args.output == OutputFormat::Json {
+                let list: Vec<serde_json::Value> = state
+                    .tokens
+                    .iter()
+                    .map(|t| serde_json::json!({"id": t.id, "role": t.role, "segment": t.segment, "expires_at": t.expires_at, "uses_left": t.uses_left, "revoked": t.revoked}))
+                    .collect();
+                crate::output::print_json(&list)?;
+            } else {
+                let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+                for t in &state.tokens {
+                    let status = if t.revoked {
+                        "revoked"
+                    } else if t.uses_left == 0 {
+                        "used"
+                    } else if t.expires_at < now {
+                        "expired"
+                    } else {
+                        "valid"
+                    };
+                    println!(
+                        "{}  {:<7}  {:<16}  {} use(s) left  {status}",
+                        t.id, t.role, t.segment, t.uses_left
+                    );
+                }
+            }
+            Ok(Status::Ok)
+        }
+        TokenCommand::Revoke(args) => {
+            let state = StateDir::open(&args.state)?;
+            if !server::revoke_token(&state, &args.id)? {
+                bail!("no token {} in {}", args.id, args.state.display());
+            }
+            eprintln!("Revoked join token {}.", args.id);
+            Ok(Status::Ok)
+        }
+        TokenCommand::Rotate(args) => {
+            let state = StateDir::open(&args.state)?;
+            let old = state
+                .read()?
+                .tokens
+                .into_iter()
+                .find(|t| t.id == args.id)
+                .with_context(|| format!("no token {} in {}", args.id, args.state.display()))?;
+            let root_pem = read_text(&args.ca.join("root.crt"), "CA root certificate")?;
+            let role: Role = old.role.parse()?;
+            let ttl = Duration::from_secs(old.expires_at.saturating_sub(old.created_at).max(60));
+            let token = server::create_token(
+                &state,
+                &root_pem,
+                role,
+                &old.segment,
+                ttl,
+                old.uses_left.max(1),
+            )?;
+            server::revoke_token(&state, &args.id)?;
+            println!("{token}");
+            eprintln!("Revoked {}; its replacement is {}.", args.id, token.id());
+            Ok(Status::Ok)
+        }
+    }
+}
+
+pub(super) fn nodes(command: CaNodeCommand) -> anyhow::Result<Status> {
+    match command {
+        CaNodeCommand::List(args) => {
+            let state = StateDir::open(&args.state)?.read()?;
+            if args.output == OutputFormat::Json {
+                crate::output::print_json(&state.nodes)?;
+            } else {
+                for n in &state.nodes {
+                    println!(
+                        "{}  {:<7}  {:<16}  {}",
+                        n.id,
+                        n.role,
+                        n.segment,
+                        if n.removed_at.is_some() {
+                            "removed"
+                        } else {
+                            "active"
+                        }
+                    );
+                }
+            }
+            Ok(Status::Ok)
+        }
+        CaNodeCommand::Remove(args) => {
+            let state = StateDir::open(&args.state)?;
+            if !server::remove_node(&state, &args.id)? {
+                bail!("no node {} in {}", args.id, args.state.display());
+            }
+            eprintln!(
+                "Removed node {}: it can no longer renew or call the CA.",
+                args.id
+            );
+            Ok(Status::Ok)
+        }
+    }
+}
+
+pub(super) fn issue_admin(args: CaIssueAdminArgs) -> anyhow::Result<Status> {
+    let (issuer, chain, root_pem) = load_ca(&args.ca, args.password.password_file.as_deref())?;
+    let root_der = marque_keys::certificate::certificates_from_pem(root_pem.as_bytes())?
+        .into_iter()
+        .next()
+        .context("root.crt holds no certificate")?;
+    let trust_domain = server::trust_domain_of(&root_der)?;
+    if !marque_keys::node::valid_name(&args.name, false) {
+        bail!("--name must be 1-63 characters of [a-z0-9-]");
+    }
+    let key = marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256)?;
+    let csr = marque_keys::node::certificate_request(&key)?;
+    let issued = marque_keys::node::issue(
+        &issuer,
+        &csr,
+        &ClusterIdentity::Admin {
+            trust_domain,
+            name: args.name.clone(),
+        },
+        std::time::SystemTime::now(),
+        args.validity,
+    )?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    super::ca::write(
+        &args.out.join("admin.key"),
+        key.to_pkcs8_pem().as_bytes(),
+        0o600,
+    )?;
+    super::ca::write(
+        &args.out.join("admin.crt"),
+        format!("{}{chain}", issued.cert_pem).as_bytes(),
+        0o644,
+    )?;
+    super::ca::write(&args.out.join("root.crt"), root_pem.as_bytes(), 0o644)?;
+    eprintln!(
+        "Issued an admin certificate for {} (serial {}) in {}.",
+        args.name,
+        issued.serial,
+        args.out.display()
+    );
+    Ok(Status::Ok)
+}
+
+fn print_info(info: &NodeInfo, output: OutputFormat) -> anyhow::Result<()> {
+    if output == OutputFormat::Json {
+        let mut v = serde_json::to_value(info)?;
+        v["renew_at"] = info.renew_at().into();
+        return crate::output::print_json(&v);
+    }
+    let when = |t: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t))
+            .to_string()
+    };
+    println!("node id:    {}", info.node_id);
+    println!("role:       {}", info.role);
+    println!("segment:    {}", info.segment);
+    println!("identity:   {}", info.identity);
+    println!(
+        "CA:         {} (trust domain {})",
+        info.ca, info.trust_domain
+    );
+    println!("CA pin:     sha256:{}", info.ca_pin);
+    println!("serial:     {}", info.serial);
+    println!("expires:    {}", when(info.not_after));
+    println!("renew at:   {}", when(info.renew_at()));
+    Ok(())
+}
+
+pub(super) async fn node(command: NodeCommand) -> anyhow::Result<Status> {
+    match command {
+        NodeCommand::Join(args) => {
+            let text = match (&args.token, &args.token_file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(f)) => read_text(f, "join token")?,
+                (None, None) => {
+                    bail!("a join token is needed: --token-file FILE or MARQUE_JOIN_TOKEN")
+                }
+            };
+            let token = JoinToken::parse(&text)?;
+            let dir = NodeDir::new(&args.state);
+            if args.state.join("node.json").exists() {
+                bail!(
+                    "{} already holds a node identity; use another --state or remove it first",
+                    args.state.display()
+                );
+            }
+            let info = marque_verifier::cluster::node::join(&args.ca, &token, &dir).await?;
+            eprintln!(
+                "Joined trust domain {} as {} {} in segment {}.",
+                info.trust_domain, info.role, info.node_id, info.segment
+            );
+            print_info(&info, args.output)?;
+            Ok(Status::Ok)
+        }
+        NodeCommand::Status(args) => {
+            let info = NodeDir::new(&args.state).info()?;
+            print_info(&info, args.output)?;
+            Ok(
+                if marque_verifier::verify::unix_seconds(std::time::SystemTime::now())
+                    >= info.not_after
+                {
+                    eprintln!("The node certificate has expired: join again with a new token.");
+                    Status::Failed
+                } else {
+                    Status::Ok
+                },
+            )
+        }
+        NodeCommand::Renew(args) => {
+            let dir = NodeDir::new(&args.state);
+            let info = marque_verifier::cluster::node::renew(&dir).await?;
+            eprintln!("Renewed node {} (serial {}).", info.node_id, info.serial);
+            print_info(&info, args.output)?;
+            Ok(Status::Ok)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! One JSON request to the CA on a fresh TLS connection (hyper HTTP/1.1
+//! over tokio-rustls), with the connection's exported keying material
+//! available to build the body, and a timeout on every step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+
+use super::ClusterError;
+
+/// Largest response body read.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// A client for one CA address and TLS configuration.
+#[derive(Clone)]
+pub struct CaClient {
+    addr: String,
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    timeout: Duration,
+}
+
+impl CaClient {
+    /// A client for `addr` (`host:port`) expecting `server_name`.
+    pub fn new(
+        addr: &str,
+        config: rustls::ClientConfig,
+        server_name: &str,
+    ) -> Result<CaClient, ClusterError> {
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| ClusterError::Protocol(format!("{server_name:?} is not a server name")))?;
+        Ok(CaClient {
+            addr: addr.to_owned(),
+            config: Arc::new(config),
+            server_name,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    fn connect_err(&self, reason: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Connect {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends one request on a new connection. `body` is called with 32
+    /// bytes exported from this connection's TLS session (label
+    /// `marque_keys::node::TLS_EXPORTER_LABEL`). A non-2xx answer is
+    /// [`ClusterError::Refused`] with the CA's reason.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl FnOnce(&[u8; 32]) -> Result<Option<serde_json::Value>, ClusterError>,
+    ) -> Result<serde_json::Value, ClusterError> {
+        tokio::time::timeout(self.timeout, self.call_inner(method, path, body))
+            .await
+            .map_err(|_| self.connect_err(format!("no answer within {:?}", self.timeout)))?
+    }
+
+    async fn call_inner(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl FnOnce(&[u8; 32]) -> Result<Option<serde_json::Value>, ClusterError>,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| self.connect_err(e))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| self.connect_err(format!("TLS: {e}")))?;
+        let mut exporter = [0u8; 32];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut exporter, marque_keys::node::TLS_EXPORTER_LABEL, None)
+            .map_err(|e| self.connect_err(format!("TLS exporter: {e}")))?;
+        let json = body(&exporter)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| self.connect_err(e))?;
+        let driver = tokio::spawn(conn);
+        let bytes = match &json {
+            Some(v) => serde_json::to_vec(v).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.addr.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| {
+            // A refused client certificate shows up as a TLS alert here.
+            self.connect_err(e)
+        })?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| self.connect_err(format!("reading the answer: {e}")))?
+            .to_bytes();
+        driver.abort();
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+            ClusterError::Protocol(format!(
+                "the CA answered HTTP {status} with a body that is not JSON"
+            ))
+        })?;
+        if !status.is_success() {
+            return Err(ClusterError::Refused {
+                status: status.as_u16(),
+                message: value["error"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_owned(),
+            });
+        }
+        Ok(value)
+    }
+}

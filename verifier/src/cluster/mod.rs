@@ -1,0 +1,75 @@
+//! The cluster CA service and node introduction (join tokens, node
+//! certificates, renewal, removal).
+//!
+//! - [`server`]: `marque ca serve`, a tokio + rustls (TLS 1.3) HTTP/1.1
+//!   service: discovery (the root), join (token proof + CSR), renewal and
+//!   node listing (mutual TLS with a node certificate), and admin routes
+//!   (mutual TLS with an admin certificate).
+//! - [`node`]: the node side: `marque node join`, `renew`, `status`.
+//! - [`state`]: the CA's durable state (tokens and nodes).
+//! - [`tls`]: the rustls configurations.
+//!
+//! The formats (tokens, identities, certificates) are in
+//! `marque_keys::node`; see docs/node-trust.md for the flow and threats.
+
+pub mod client;
+pub mod node;
+pub mod server;
+pub mod state;
+pub mod tls;
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// Connecting, or the connection, failed.
+    #[error("{addr}: {reason}")]
+    Connect {
+        /// The CA's address.
+        addr: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The CA answered with an error.
+    #[error("the CA refused: {message} (HTTP {status})")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The CA's reason.
+        message: String,
+    },
+    /// The CA's root does not match the join token's pin.
+    #[error(
+        "the CA at {addr} presented a root certificate whose SHA-256 is {found}, but the join token pins {pinned}: refusing to trust it (wrong address, or someone in the middle)"
+    )]
+    PinMismatch {
+        /// The CA's address.
+        addr: String,
+        /// The pin in the token.
+        pinned: String,
+        /// What the CA served.
+        found: String,
+    },
+    /// Something malformed.
+    #[error("{0}")]
+    Protocol(String),
+    /// Local state could not be read or written.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// A key or certificate operation failed.
+    #[error(transparent)]
+    Key(#[from] marque_keys::Error),
+    /// Local files.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    crate::verify::unix_seconds(std::time::SystemTime::now())
+}
