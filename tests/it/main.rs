@@ -5,6 +5,7 @@ mod attacks;
 mod attestations;
 mod auth;
 mod certificates;
+mod cluster;
 mod common;
 mod concurrency;
 mod harness;

@@ -97,10 +97,10 @@ pub(super) fn token(command: TokenCommand) -> anyhow::Result<Status> {
                 for t in &state.tokens {
                     let status = if t.revoked {
                         "revoked"
-                    } else if t.uses_left == 0 {
-                        "used"
                     } else if t.expires_at < now {
                         "expired"
+                    } else if t.uses_left == 0 {
+                        "used"
                     } else {
                         "valid"
                     };

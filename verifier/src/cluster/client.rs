@@ -98,10 +98,10 @@ impl CaClient {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| ClusterError::Protocol(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(|e| {
-            // A refused client certificate shows up as a TLS alert here.
-            self.connect_err(e)
-        })?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.connect_err(describe(&e)))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -124,5 +124,24 @@ impl CaClient {
             });
         }
         Ok(value)
+    }
+}
+
+/// An error and its sources, one line. A client certificate the CA
+/// refuses shows up as a TLS alert on the first read; say so plainly.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    let text = parts.join(": ");
+    if text.contains("CertificateExpired") {
+        format!("the CA refused this node's certificate because it has expired ({text})")
+    } else if text.contains("alert") {
+        format!("the CA refused the TLS client certificate ({text})")
+    } else {
+        text
     }
 }

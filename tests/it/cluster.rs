@@ -1,0 +1,511 @@
+//! The cluster CA and node introduction over real TLS on 127.0.0.1: a CA
+//! started by the test (`marque ca serve`), nodes joining and renewing with
+//! the real binary, and every attack the issue lists refused with a reason.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::common::*;
+
+/// A cluster CA directory and a running `marque ca serve`.
+struct Ca {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    addr: String,
+}
+
+impl Ca {
+    fn new(trust_domain: &str) -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        marque(
+            &[
+                "ca",
+                "init",
+                "--trust-domain",
+                trust_domain,
+                "--out",
+                dir.path().join("ca").to_str().unwrap(),
+            ],
+            &[("MARQUE_PASSWORD", PASSWORD)],
+        )
+        .expect_code(0);
+        let mut ca = Ca {
+            dir,
+            child: None,
+            addr: String::new(),
+        };
+        ca.start("127.0.0.1:0");
+        ca
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts the service and waits for its address.
+    fn start(&mut self, listen: &str) {
+        let mut child = Command::new(marque_bin())
+            .args([
+                "ca",
+                "serve",
+                "--ca",
+                self.path("ca").to_str().unwrap(),
+                "--state",
+                self.path("state").to_str().unwrap(),
+                "--listen",
+                listen,
+            ])
+            .env("MARQUE_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let first = lines.next().expect("ca serve printed nothing").unwrap();
+        let addr = first
+            .rsplit("listening on ")
+            .next()
+            .expect("the listen address")
+            .trim()
+            .to_owned();
+        // Keep draining stderr so the service never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn token(&self, extra: &[&str]) -> String {
+        let (ca, state) = (self.path("ca"), self.path("state"));
+        let mut args = vec![
+            "ca",
+            "token",
+            "create",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = marque(&args, &[]);
+        out.expect_code(0);
+        out.stdout.trim().to_owned()
+    }
+
+    fn worker_token(&self) -> String {
+        self.token(&["--role", "worker", "--segment", "edge"])
+    }
+
+    fn join(&self, token: &str, node: &Path) -> Out {
+        marque(
+            &[
+                "node",
+                "join",
+                "--ca",
+                &self.addr,
+                "--state",
+                node.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+            &[("MARQUE_JOIN_TOKEN", token)],
+        )
+    }
+
+    fn state_arg(&self) -> String {
+        self.path("state").to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn renew(node: &Path) -> Out {
+    marque(
+        &[
+            "node",
+            "renew",
+            "--state",
+            node.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn join_status_renew_and_clone_detection() {
+    let ca = Ca::new("prod.example");
+    let node = ca.path("node1");
+    let token = ca.worker_token();
+    let out = ca.join(&token, &node);
+    let info = out.expect_code(0).json();
+    assert_eq!(info["role"], "worker");
+    assert_eq!(info["segment"], "edge");
+    let id = info["node_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        info["identity"],
+        format!("spiffe://prod.example/node/edge/worker/{id}").as_str()
+    );
+    // The certificate: 24 h, backdated five minutes; renewal at 50-80 %.
+    let (nb, na) = (
+        info["not_before"].as_u64().unwrap(),
+        info["not_after"].as_u64().unwrap(),
+    );
+    assert!(
+        (86_400 + 290..=86_400 + 310).contains(&(na - nb)),
+        "{nb} {na}"
+    );
+    let renew_at = info["renew_at"].as_u64().unwrap();
+    assert!(renew_at >= nb + (na - nb) / 2 && renew_at <= nb + (na - nb) * 8 / 10);
+    // The key never left the node, and only its owner can read it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(node.join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let status = marque(&["node", "status", "--state", node.to_str().unwrap()], &[]);
+    assert!(status.expect_code(0).stdout.contains(&id));
+    assert!(status.stdout.contains("CA pin:     sha256:"));
+
+    // A copy of the node's credentials, taken now.
+    let clone = ca.path("clone");
+    copy_dir(&node, &clone);
+    // Renew twice: the first issues a new serial, the second uses it and
+    // so retires the first. Same identity, fresh key each time.
+    let old_key = std::fs::read(node.join("node.key")).unwrap();
+    let r1 = renew(&node).expect_code(0).json();
+    assert_eq!(r1["node_id"], id.as_str());
+    assert_ne!(r1["serial"], info["serial"]);
+    assert_ne!(std::fs::read(node.join("node.key")).unwrap(), old_key);
+    renew(&node).expect_code(0);
+    // The clone still holds a certificate that is valid by date and
+    // chain, but the CA has moved on: it is detected and refused.
+    let out = renew(&clone);
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("neither its current nor its newly issued"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn tokens_are_single_use_expire_and_can_be_revoked() {
+    let ca = Ca::new("tokens.example");
+    let token = ca.worker_token();
+    ca.join(&token, &ca.path("a")).expect_code(0);
+    let out = ca.join(&token, &ca.path("b"));
+    out.expect_code(2);
+    assert!(out.stderr.contains("already been used"), "{}", out.stderr);
+
+    let short = ca.token(&["--role", "worker", "--segment", "edge", "--ttl", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let out = ca.join(&short, &ca.path("c"));
+    out.expect_code(2);
+    assert!(out.stderr.contains("has expired"), "{}", out.stderr);
+
+    let revoked = ca.worker_token();
+    let id = revoked.split('.').nth(2).unwrap().to_owned();
+    marque(
+        &["ca", "token", "revoke", "--state", &ca.state_arg(), &id],
+        &[],
+    )
+    .expect_code(0);
+    let out = ca.join(&revoked, &ca.path("d"));
+    out.expect_code(2);
+    assert!(out.stderr.contains("was revoked"), "{}", out.stderr);
+    // The list shows each state; the CA never stored a secret.
+    let list = marque(&["ca", "token", "list", "--state", &ca.state_arg()], &[]);
+    for needle in ["used", "expired", "revoked"] {
+        assert!(list.stdout.contains(needle), "{needle}: {}", list.stdout);
+    }
+    let state = std::fs::read_to_string(ca.path("state/ca-state.json")).unwrap();
+    for t in [&token, &short, &revoked] {
+        let secret = t.rsplit('.').next().unwrap();
+        assert!(!state.contains(secret));
+    }
+}
+
+#[test]
+fn a_wrong_pin_is_refused_before_anything_is_sent() {
+    let real = Ca::new("real.example");
+    let other = Ca::new("other.example");
+    // A token for `other`, used against `real` (as a man in the middle
+    // answering for the CA would be).
+    let token = other.worker_token();
+    let out = real.join(&token, &real.path("n"));
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("pins") && out.stderr.contains("refusing to trust it"),
+        "{}",
+        out.stderr
+    );
+    assert!(!real.path("n/node.json").exists());
+    // The token was not even presented to `real`.
+    let state = std::fs::read_to_string(real.path("state/ca-state.json")).unwrap_or_default();
+    assert!(!state.contains("\"nodes\": [\n    {"), "{state}");
+}
+
+#[test]
+fn brute_forcing_a_secret_is_rate_limited() {
+    let ca = Ca::new("brute.example");
+    let token = ca.token(&["--role", "worker", "--segment", "edge", "--uses", "100"]);
+    let (head, _) = token.rsplit_once('.').unwrap();
+    let mut last = String::new();
+    for i in 0..7 {
+        let guess = format!("{head}.{:032x}", i + 1);
+        let out = ca.join(&guess, &ca.path(&format!("g{i}")));
+        out.expect_code(2);
+        last = out.stderr;
+        if i < 5 {
+            assert!(last.contains("does not verify"), "{last}");
+        }
+    }
+    assert!(last.contains("too many failed join attempts"), "{last}");
+    // Even the right secret waits out the window.
+    let out = ca.join(&token, &ca.path("right"));
+    out.expect_code(2);
+    assert!(out.stderr.contains("too many"), "{}", out.stderr);
+}
+
+/// Raw protocol access for the attacks the CLI cannot make.
+mod raw {
+    use super::*;
+    use base64::Engine as _;
+    use marque_keys::node::{self, JoinToken};
+    use marque_verifier::cluster::client::CaClient;
+    use marque_verifier::cluster::{ClusterError, tls};
+
+    pub fn pinned(ca: &Ca, td: &str) -> CaClient {
+        let pem = std::fs::read(ca.path("ca/root.crt")).unwrap();
+        let der = marque_keys::certificate::certificates_from_pem(&pem)
+            .unwrap()
+            .remove(0);
+        let config =
+            tls::pinned_client_config(&rustls::pki_types::CertificateDer::from(der), None).unwrap();
+        CaClient::new(&ca.addr, config, &node::ca_server_name(td)).unwrap()
+    }
+
+    pub fn body(token: &JoinToken, csr: &[u8], exporter: &[u8]) -> serde_json::Value {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let proof = token
+            .prove(&node::join_message(token.id(), csr, exporter))
+            .unwrap();
+        serde_json::json!({"token_id": token.id(), "csr": b64.encode(csr), "proof": b64.encode(proof)})
+    }
+
+    pub fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    pub fn refused(r: Result<serde_json::Value, ClusterError>) -> String {
+        match r {
+            Err(ClusterError::Refused { message, .. }) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_bad_csr_and_a_replayed_request_are_refused() {
+    use hyper::Method;
+    let ca = Ca::new("raw.example");
+    let token = marque_keys::node::JoinToken::parse(&ca.token(&[
+        "--role",
+        "worker",
+        "--segment",
+        "edge",
+        "--uses",
+        "3",
+    ]))
+    .unwrap();
+    let key = marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256).unwrap();
+    let csr = marque_keys::node::certificate_request(&key).unwrap();
+    let client = raw::pinned(&ca, "raw.example");
+    // A CSR whose self-signature does not verify (the proof is valid).
+    let mut forged = csr.clone();
+    let at = forged.len() - 2;
+    forged[at] ^= 1;
+    let message = raw::refused(raw::block(client.call(Method::POST, "/v1/join", |e| {
+        Ok(Some(raw::body(&token, &forged, e)))
+    })));
+    assert!(message.contains("does not verify"), "{message}");
+    // A genuine request, captured, then replayed on a new connection.
+    let mut captured = None;
+    raw::block(client.call(Method::POST, "/v1/join", |e| {
+        let b = raw::body(&token, &csr, e);
+        captured = Some(b.clone());
+        Ok(Some(b))
+    }))
+    .expect("the genuine join succeeds");
+    let replay = captured.unwrap();
+    let message = raw::refused(raw::block(
+        client.call(Method::POST, "/v1/join", |_| Ok(Some(replay))),
+    ));
+    assert!(
+        message.contains("replayed from another connection"),
+        "{message}"
+    );
+}
+
+#[test]
+fn roles_are_checked_from_the_certificate() {
+    let ca = Ca::new("roles.example");
+    let worker = ca.path("worker");
+    let manager = ca.path("manager");
+    ca.join(&ca.worker_token(), &worker).expect_code(0);
+    ca.join(
+        &ca.token(&["--role", "manager", "--segment", "core"]),
+        &manager,
+    )
+    .expect_code(0);
+    let call = |dir: &Path, path: &str| {
+        raw::block(marque_verifier::cluster::node::call_as_node(
+            &marque_verifier::cluster::node::NodeDir::new(dir),
+            hyper::Method::GET,
+            path,
+        ))
+    };
+    let message = raw::refused(call(&worker, "/v1/nodes"));
+    assert!(
+        message.contains("a worker certificate may not"),
+        "{message}"
+    );
+    let message = raw::refused(call(&worker, "/v1/tokens"));
+    assert!(
+        message.contains("a worker certificate may not"),
+        "{message}"
+    );
+    let message = raw::refused(call(&manager, "/v1/tokens"));
+    assert!(
+        message.contains("a manager certificate may not"),
+        "{message}"
+    );
+    let nodes = call(&manager, "/v1/nodes").expect("managers list nodes");
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2);
+    // Anonymous callers get nothing but the root and join.
+    let anonymous = raw::pinned(&ca, "roles.example");
+    let message = raw::refused(raw::block(anonymous.call(
+        hyper::Method::GET,
+        "/v1/nodes",
+        |_| Ok(None),
+    )));
+    assert!(message.contains("needs a client certificate"), "{message}");
+}
+
+#[test]
+fn removed_and_expired_nodes_cannot_renew() {
+    let ca = Ca::new("revoke.example");
+    let node = ca.path("node");
+    let id = ca.join(&ca.worker_token(), &node).expect_code(0).json()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    marque(
+        &["ca", "node", "remove", "--state", &ca.state_arg(), &id],
+        &[],
+    )
+    .expect_code(0);
+    let out = renew(&node);
+    out.expect_code(2);
+    assert!(out.stderr.contains("was removed"), "{}", out.stderr);
+    let list = marque(&["ca", "node", "list", "--state", &ca.state_arg()], &[]);
+    assert!(list.stdout.contains("removed"), "{}", list.stdout);
+
+    // A certificate from this CA that expired yesterday: refused by the
+    // CA's TLS layer even though the node's own notes say it is valid.
+    let other = ca.path("other");
+    ca.join(&ca.worker_token(), &other).expect_code(0);
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(other.join("node.json")).unwrap()).unwrap();
+    let issuer_key =
+        marque_keys::PrivateKeyFile::parse(&std::fs::read(ca.path("ca/root.key")).unwrap())
+            .unwrap()
+            .into_signing_key(Some(PASSWORD.as_bytes()))
+            .unwrap();
+    let issuer = marque_keys::certificate::CaCertificate {
+        cert_pem: std::fs::read_to_string(ca.path("ca/root.crt")).unwrap(),
+        key: issuer_key,
+    };
+    let key = marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256).unwrap();
+    let csr = marque_keys::node::certificate_request(&key).unwrap();
+    let identity =
+        marque_keys::node::ClusterIdentity::parse(info["identity"].as_str().unwrap()).unwrap();
+    let expired = marque_keys::node::issue(
+        &issuer,
+        &csr,
+        &identity,
+        std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400),
+        std::time::Duration::from_secs(3600),
+    )
+    .unwrap();
+    std::fs::write(other.join("node.crt"), expired.cert_pem).unwrap();
+    std::fs::write(other.join("node.key"), key.to_pkcs8_pem()).unwrap();
+    let out = renew(&other);
+    out.expect_code(2);
+    assert!(
+        out.stderr.to_lowercase().contains("expired"),
+        "{}",
+        out.stderr
+    );
+    // And when the node knows its certificate expired, it says what to do.
+    let mut info = info;
+    info["not_after"] = 1.into();
+    std::fs::write(other.join("node.json"), info.to_string()).unwrap();
+    let out = renew(&other);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("join again with a new token"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_restarted_ca_keeps_its_state() {
+    let mut ca = Ca::new("restart.example");
+    let node = ca.path("node");
+    ca.join(&ca.worker_token(), &node).expect_code(0);
+    let pending = ca.worker_token();
+    let used = ca.worker_token();
+    ca.join(&used, &ca.path("used")).expect_code(0);
+    // Restart on the same port and state.
+    let addr = ca.addr.clone();
+    ca.stop();
+    ca.start(&addr);
+    // The node's identity and the tokens survived: the joined node renews,
+    // the unused token joins, the used one stays used.
+    renew(&node).expect_code(0);
+    ca.join(&pending, &ca.path("later")).expect_code(0);
+    let out = ca.join(&used, &ca.path("again"));
+    out.expect_code(2);
+    assert!(out.stderr.contains("already been used"), "{}", out.stderr);
+}
