@@ -321,8 +321,23 @@ pub(crate) enum NodeCommand {
     Join(NodeJoinArgs),
     /// Show this node's identity: id, role, segment, expiry, CA pin.
     Status(NodeStateArgs),
-    /// Renew the node certificate now, with a fresh key.
-    Renew(NodeStateArgs),
+    /// Renew the node certificate now, with a fresh key (with --watch:
+    /// keep it renewed at a point between 50% and 80% of each lifetime).
+    Renew(NodeRenewArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeRenewArgs {
+    /// The node's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// Keep running: renew at each certificate's renewal point, with
+    /// retries, until stopped or until the certificate expires.
+    #[arg(long)]
+    pub(crate) watch: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

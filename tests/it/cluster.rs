@@ -13,10 +13,15 @@ struct Ca {
     dir: tempfile::TempDir,
     child: Option<Child>,
     addr: String,
+    serve_args: Vec<String>,
 }
 
 impl Ca {
     fn new(trust_domain: &str) -> Ca {
+        Ca::with_args(trust_domain, &[])
+    }
+
+    fn with_args(trust_domain: &str, serve_args: &[&str]) -> Ca {
         let dir = tempfile::tempdir().unwrap();
         marque(
             &[
@@ -34,6 +39,7 @@ impl Ca {
             dir,
             child: None,
             addr: String::new(),
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
         };
         ca.start("127.0.0.1:0");
         ca
@@ -56,6 +62,7 @@ impl Ca {
                 "--listen",
                 listen,
             ])
+            .args(&self.serve_args)
             .env("MARQUE_PASSWORD", PASSWORD)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -508,4 +515,49 @@ fn a_restarted_ca_keeps_its_state() {
     let out = ca.join(&used, &ca.path("again"));
     out.expect_code(2);
     assert!(out.stderr.contains("already been used"), "{}", out.stderr);
+}
+
+#[test]
+fn watch_renews_between_half_and_four_fifths_of_the_lifetime() {
+    let ca = Ca::with_args("watch.example", &["--node-ttl", "4s"]);
+    let node = ca.path("node");
+    let first = ca.join(&ca.worker_token(), &node).expect_code(0).json();
+    let mut watcher = Command::new(marque_bin())
+        .args([
+            "node",
+            "renew",
+            "--watch",
+            "--state",
+            node.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let serial = |dir: &Path| -> String {
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("node.json")).unwrap_or_default())
+                .unwrap_or_default();
+        info["serial"].as_str().unwrap_or_default().to_owned()
+    };
+    let mut renewed_after = None;
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        let s = serial(&node);
+        if !s.is_empty() && s != first["serial"].as_str().unwrap() {
+            renewed_after = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let after = renewed_after.expect("the watcher renewed the certificate");
+    // 50-80 % of 4 s, measured from the join (plus process start-up).
+    assert!(
+        after >= std::time::Duration::from_millis(1500)
+            && after <= std::time::Duration::from_secs(6),
+        "{after:?}"
+    );
 }

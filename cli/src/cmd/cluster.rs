@@ -47,8 +47,8 @@ fn load_ca(
 
 pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
     let (issuer, chain, root_pem) = load_ca(&args.ca, args.password.password_file.as_deref())?;
-    if args.node_ttl < Duration::from_secs(60) {
-        bail!("--node-ttl must be at least 1m");
+    if args.node_ttl < Duration::from_secs(2) {
+        bail!("--node-ttl must be at least 2s (hours are sensible; seconds are for tests)");
     }
     let state = StateDir::open(&args.state)?;
     let authority = Authority::new(issuer, chain, root_pem, state, args.node_ttl)
@@ -292,6 +292,14 @@ pub(super) async fn node(command: NodeCommand) -> anyhow::Result<Status> {
                     Status::Ok
                 },
             )
+        }
+        NodeCommand::Renew(args) if args.watch => {
+            let dir = NodeDir::new(&args.state);
+            marque_verifier::cluster::node::keep_renewed(&dir, |info| {
+                eprintln!("Renewed node {} (serial {}).", info.node_id, info.serial)
+            })
+            .await?;
+            Ok(Status::Ok)
         }
         NodeCommand::Renew(args) => {
             let dir = NodeDir::new(&args.state);

@@ -48,6 +48,9 @@ pub struct NodeInfo {
     pub not_before: u64,
     /// Its notAfter (Unix seconds).
     pub not_after: u64,
+    /// When this node received it (Unix seconds, local clock).
+    #[serde(default)]
+    pub issued_at: u64,
 }
 
 impl NodeInfo {
@@ -55,13 +58,15 @@ impl NodeInfo {
     /// lifetime, fixed per certificate (derived from its serial) so that a
     /// fleet spreads its renewals and a restart does not move the time.
     pub fn renew_at(&self) -> u64 {
-        let life = self.not_after.saturating_sub(self.not_before);
+        // From when it was received: the CA backdates notBefore for skew.
+        let start = self.issued_at.max(self.not_before);
+        let life = self.not_after.saturating_sub(start);
         let spread = self
             .serial
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
             % 301;
-        self.not_before + life * (500 + spread) / 1000
+        start + life * (500 + spread) / 1000
     }
 }
 
@@ -209,6 +214,7 @@ fn leaf_info(
             .unwrap_or_default(),
         not_before: cert.validity().not_before.timestamp().max(0) as u64,
         not_after: cert.validity().not_after.timestamp().max(0) as u64,
+        issued_at: unix_now(),
     };
     Ok((info, identity))
 }
@@ -381,4 +387,32 @@ pub async fn call_as_node(
 /// How long until `info`'s renewal point (zero when due).
 pub fn until_renewal(info: &NodeInfo) -> Duration {
     Duration::from_secs(info.renew_at().saturating_sub(unix_now()))
+}
+
+/// Keeps the node certificate renewed: sleeps until its renewal point (a
+/// fixed point between 50% and 80% of its lifetime), renews with a fresh
+/// key, and repeats. A failed renewal is retried with backoff (1 s doubling
+/// to 5 min) while the certificate is still valid; once it has expired the
+/// node must join again, and this returns the error.
+pub async fn keep_renewed(
+    dir: &NodeDir,
+    mut on_renewed: impl FnMut(&NodeInfo),
+) -> Result<(), ClusterError> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let info = dir.info()?;
+        tokio::time::sleep(until_renewal(&info)).await;
+        match renew(dir).await {
+            Ok(renewed) => {
+                backoff = Duration::from_secs(1);
+                on_renewed(&renewed);
+            }
+            Err(e) if unix_now() < info.not_after => {
+                tracing::warn!("renewal failed, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
