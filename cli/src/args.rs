@@ -188,6 +188,30 @@ pub(crate) enum CaCommand {
     /// Issue an admin certificate and key for the CA's admin routes.
     #[command(name = "issue-admin")]
     IssueAdmin(CaIssueAdminArgs),
+    /// Rotate the cluster root: start (cross-signed new root), then --finish.
+    #[command(
+        name = "rotate-root",
+        after_help = "Examples:\n  marque ca rotate-root --ca ca/            # then restart ca serve; nodes renew onto it\n  marque ca rotate-root --ca ca/ --finish --state ca-state/   # prints reissued join tokens"
+    )]
+    RotateRoot(CaRotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaRotateArgs {
+    /// The CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca: PathBuf,
+    /// Finish the rotation in progress.
+    #[arg(long)]
+    pub(crate) finish: bool,
+    /// With --finish: the state directory whose join tokens to reissue.
+    #[arg(long, value_name = "DIR", requires = "finish")]
+    pub(crate) state: Option<PathBuf>,
+    /// How long the new root is valid.
+    #[arg(long, default_value = "10y", value_parser = parse_duration)]
+    pub(crate) validity: std::time::Duration,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
 }
 
 #[derive(Debug, Args)]

@@ -116,23 +116,41 @@ pub fn new_root(
 }
 
 /// Makes a cluster root: like [`new_root`], named `marque cluster
-/// <trust_domain>` and carrying `spiffe://<trust_domain>` as its URI SAN,
-/// so a node that pinned it knows which trust domain it is joining.
+/// <trust_domain> <time>` and carrying `spiffe://<trust_domain>` as its URI
+/// SAN, so a node that pinned it knows which trust domain it is joining.
+/// (The time makes each root's name distinct, which keeps path building
+/// unambiguous during a root rotation.)
 pub fn new_cluster_root(
     trust_domain: &str,
     now: SystemTime,
     validity: Duration,
     path_len: u8,
 ) -> Result<CaCertificate, Error> {
+    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
+    let kp = rcgen_key(&key)?;
+    let cert = cluster_root_params(trust_domain, now, validity, path_len)?
+        .self_signed(&kp)
+        .map_err(|e| cert_err(e.to_string()))?;
+    Ok(CaCertificate {
+        cert_pem: cert.pem(),
+        key,
+    })
+}
+
+fn cluster_root_params(
+    trust_domain: &str,
+    now: SystemTime,
+    validity: Duration,
+    path_len: u8,
+) -> Result<CertificateParams, Error> {
     if !crate::node::valid_name(trust_domain, true) {
         return Err(cert_err(format!(
             "trust domain {trust_domain:?} must be lowercase [a-z0-9.-], like a DNS name"
         )));
     }
-    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
-    let kp = rcgen_key(&key)?;
+    let stamp = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let mut params = ca_params(
-        &format!("marque cluster {trust_domain}"),
+        &format!("marque cluster {trust_domain} {stamp}"),
         now,
         validity,
         path_len,
@@ -142,13 +160,42 @@ pub fn new_cluster_root(
             .try_into()
             .map_err(|_| cert_err("the trust domain is not ASCII"))?,
     )];
-    let cert = params
+    Ok(params)
+}
+
+/// Starts a root rotation: a new cluster root (new key) for the same trust
+/// domain, and a cross-signed copy of it issued by `old` (same subject and
+/// key, issuer the old root). Certificates issued by the new key then chain
+/// to the old root through the cross-signed certificate, so nodes that
+/// trust only the old root keep working while they move to the new one.
+pub fn rotate_cluster_root(
+    old: &CaCertificate,
+    trust_domain: &str,
+    now: SystemTime,
+    validity: Duration,
+) -> Result<(CaCertificate, String), Error> {
+    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
+    let kp = rcgen_key(&key)?;
+    let params = cluster_root_params(trust_domain, now, validity, 0)?;
+    let new_root = params
         .self_signed(&kp)
         .map_err(|e| cert_err(e.to_string()))?;
-    Ok(CaCertificate {
-        cert_pem: cert.pem(),
-        key,
-    })
+    let mut cross = params;
+    cross.serial_number = Some(random_serial()?);
+    cross.use_authority_key_identifier_extension = true;
+    let old_kp = rcgen_key(&old.key)?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&old.cert_pem, old_kp).map_err(|e| cert_err(e.to_string()))?;
+    let cross = cross
+        .signed_by(&kp, &issuer)
+        .map_err(|e| cert_err(e.to_string()))?;
+    Ok((
+        CaCertificate {
+            cert_pem: new_root.pem(),
+            key,
+        },
+        cross.pem(),
+    ))
 }
 
 /// Makes an intermediate CA signed by `issuer`.

@@ -313,7 +313,8 @@ mod raw {
             .unwrap()
             .remove(0);
         let config =
-            tls::pinned_client_config(&rustls::pki_types::CertificateDer::from(der), None).unwrap();
+            tls::pinned_client_config(&[rustls::pki_types::CertificateDer::from(der)], None)
+                .unwrap();
         CaClient::new(&ca.addr, config, &node::ca_server_name(td)).unwrap()
     }
 
@@ -560,4 +561,87 @@ fn watch_renews_between_half_and_four_fifths_of_the_lifetime() {
             && after <= std::time::Duration::from_secs(6),
         "{after:?}"
     );
+}
+
+#[test]
+fn a_node_keeps_its_identity_through_a_root_rotation() {
+    let mut ca = Ca::new("rotate.example");
+    let node = ca.path("node");
+    let stale = ca.path("stale");
+    let first = ca.join(&ca.worker_token(), &node).expect_code(0).json();
+    ca.join(&ca.worker_token(), &stale).expect_code(0);
+    let old_pin = first["ca_pin"].as_str().unwrap().to_owned();
+    let id = first["node_id"].as_str().unwrap().to_owned();
+    let ca_dir = ca.path("ca");
+    let restart = |ca: &mut Ca| {
+        let addr = ca.addr.clone();
+        ca.stop();
+        ca.start(&addr);
+    };
+
+    // Start: a new root, cross-signed by the old one.
+    marque(
+        &["ca", "rotate-root", "--ca", ca_dir.to_str().unwrap()],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    )
+    .expect_code(0);
+    restart(&mut ca);
+    // The node renews onto the new issuer and learns the new root, which
+    // the old one vouched for. Its identity and pin do not change.
+    let during = renew(&node).expect_code(0).json();
+    assert_eq!(during["node_id"], id.as_str());
+    assert_eq!(during["ca_pin"], old_pin.as_str());
+    assert!(node.join("next-root.crt").exists());
+    // Joining still works with tokens that pin the old root.
+    let pending = ca.worker_token();
+    let joined = ca.path("joined");
+    ca.join(&ca.worker_token(), &joined).expect_code(0);
+
+    // Finish: the new root alone; usable tokens are reissued with its pin.
+    let out = marque(
+        &[
+            "ca",
+            "rotate-root",
+            "--ca",
+            ca_dir.to_str().unwrap(),
+            "--finish",
+            "--state",
+            &ca.state_arg(),
+        ],
+        &[],
+    );
+    out.expect_code(0);
+    let reissued: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    assert_eq!(reissued.len(), 1, "{}", out.stdout);
+    restart(&mut ca);
+    let after = renew(&node).expect_code(0).json();
+    assert_eq!(after["node_id"], id.as_str());
+    assert_ne!(after["ca_pin"], old_pin.as_str());
+    assert!(!node.join("next-root.crt").exists());
+    renew(&node).expect_code(0);
+    renew(&joined).expect_code(0);
+    // The old token pins the old root, which the CA no longer presents
+    // (and the CA revoked it); its replacement pins the new root.
+    let out = ca.join(&pending, &ca.path("late-old"));
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("refusing to trust it"),
+        "{}",
+        out.stderr
+    );
+    let list = marque(&["ca", "token", "list", "--state", &ca.state_arg()], &[]);
+    let old_id = pending.split('.').nth(2).unwrap();
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with(old_id) && l.ends_with("revoked")),
+        "{}",
+        list.stdout
+    );
+    ca.join(&reissued[0], &ca.path("late-new")).expect_code(0);
+    // A node that never renewed during the rotation trusts only the old
+    // root: it cannot reach the CA any more and must join again.
+    let out = renew(&stale);
+    out.expect_code(2);
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
 }

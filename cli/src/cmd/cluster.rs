@@ -22,13 +22,20 @@ fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
 }
 
 /// The root PEM, and the certificate and key that issue (the
-/// intermediate when there is one).
+/// intermediate when there is one; during a root rotation the new root,
+/// with its cross-signed certificate as the chain).
 fn load_ca(
     dir: &Path,
     password_file: Option<&Path>,
 ) -> anyhow::Result<(CaCertificate, String, String)> {
     let root_pem = read_text(&dir.join("root.crt"), "CA root certificate")?;
-    let (cert, key, chain) = if dir.join("intermediate.crt").exists() {
+    let (cert, key, chain) = if dir.join("next/root.crt").exists() {
+        (
+            read_text(&dir.join("next/root.crt"), "next root")?,
+            dir.join("next/root.key"),
+            read_text(&dir.join("next/cross.crt"), "cross-signed next root")?,
+        )
+    } else if dir.join("intermediate.crt").exists() {
         let pem = read_text(&dir.join("intermediate.crt"), "CA intermediate")?;
         (pem.clone(), dir.join("intermediate.key"), pem)
     } else {
@@ -51,7 +58,14 @@ pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
         bail!("--node-ttl must be at least 2s (hours are sensible; seconds are for tests)");
     }
     let state = StateDir::open(&args.state)?;
-    let authority = Authority::new(issuer, chain, root_pem, state, args.node_ttl)
+    let rotation = match args.ca.join("next/root.crt").exists() {
+        true => Some(server::Rotation {
+            next_root_pem: read_text(&args.ca.join("next/root.crt"), "next root")?,
+            cross_pem: chain.clone(),
+        }),
+        false => None,
+    };
+    let authority = Authority::new(issuer, chain, root_pem, rotation, state, args.node_ttl)
         .with_context(|| format!("{}: not a cluster CA", args.ca.display()))?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -309,4 +323,113 @@ pub(super) async fn node(command: NodeCommand) -> anyhow::Result<Status> {
             Ok(Status::Ok)
         }
     }
+}
+
+/// `marque ca rotate-root`: start a rotation (new root, cross-signed by the
+/// old; the service issues with the new key after a restart and nodes move
+/// to it as they renew), or `--finish` it (the new root becomes the only
+/// root; unused join tokens are reissued with the new pin).
+pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Status> {
+    let password_file = args.password.password_file.as_deref();
+    let next = args.ca.join("next");
+    if args.finish {
+        if !next.join("root.crt").exists() {
+            bail!("{} has no rotation in progress", args.ca.display());
+        }
+        let retired = args.ca.join(format!(
+            "retired-{}",
+            marque_verifier::verify::unix_seconds(std::time::SystemTime::now())
+        ));
+        std::fs::create_dir_all(&retired)?;
+        for f in ["root.crt", "root.key", "chain.pem"] {
+            if args.ca.join(f).exists() {
+                std::fs::rename(args.ca.join(f), retired.join(f))?;
+            }
+        }
+        std::fs::rename(next.join("root.crt"), args.ca.join("root.crt"))?;
+        std::fs::rename(next.join("root.key"), args.ca.join("root.key"))?;
+        std::fs::rename(next.join("cross.crt"), retired.join("cross.crt"))?;
+        std::fs::remove_dir(&next)?;
+        let root_pem = read_text(&args.ca.join("root.crt"), "root")?;
+        super::ca::write(&args.ca.join("chain.pem"), root_pem.as_bytes(), 0o644)?;
+        // Tokens pin the old root: replace every usable one.
+        let Some(state_dir) = &args.state else {
+            eprintln!(
+                "Rotation finished; restart `ca serve`. Reissue join tokens: they pin the old root."
+            );
+            return Ok(Status::Ok);
+        };
+        let state = StateDir::open(state_dir)?;
+        let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+        let usable: Vec<_> = state
+            .read()?
+            .tokens
+            .into_iter()
+            .filter(|t| !t.revoked && t.uses_left > 0 && t.expires_at > now)
+            .collect();
+        for t in usable {
+            let role: Role = t.role.parse()?;
+            let token = server::create_token(
+                &state,
+                &root_pem,
+                role,
+                &t.segment,
+                Duration::from_secs(t.expires_at - now),
+                t.uses_left,
+            )?;
+            server::revoke_token(&state, &t.id)?;
+            println!("{token}");
+            eprintln!(
+                "Token {} pinned the old root; its replacement is {}.",
+                t.id,
+                token.id()
+            );
+        }
+        eprintln!(
+            "Rotation finished: the new root is the only root. Restart `ca serve`; nodes that did not renew during the rotation must join again."
+        );
+        return Ok(Status::Ok);
+    }
+    if next.exists() {
+        bail!(
+            "{} already has a rotation in progress; finish it with --finish",
+            args.ca.display()
+        );
+    }
+    if args.ca.join("intermediate.crt").exists() {
+        bail!("rotating a root that issues through an intermediate is not supported yet");
+    }
+    let root_pem = read_text(&args.ca.join("root.crt"), "root")?;
+    let root_der = marque_keys::certificate::certificates_from_pem(root_pem.as_bytes())?
+        .into_iter()
+        .next()
+        .context("root.crt holds no certificate")?;
+    let trust_domain = server::trust_domain_of(&root_der)?;
+    let old = CaCertificate {
+        cert_pem: root_pem,
+        key: super::load_signing_key(&args.ca.join("root.key"), password_file)?,
+    };
+    let (new_root, cross) = marque_keys::certificate::rotate_cluster_root(
+        &old,
+        &trust_domain,
+        std::time::SystemTime::now(),
+        args.validity,
+    )?;
+    let password = crate::password::get(
+        password_file,
+        &next.join("root.key"),
+        crate::password::Purpose::Create,
+    )?;
+    std::fs::create_dir_all(&next)?;
+    super::ca::write(&next.join("root.crt"), new_root.cert_pem.as_bytes(), 0o644)?;
+    super::ca::write(
+        &next.join("root.key"),
+        new_root.key.to_cosign_pem(&password)?.as_bytes(),
+        0o600,
+    )?;
+    super::ca::write(&next.join("cross.crt"), cross.as_bytes(), 0o644)?;
+    eprintln!(
+        "Rotation started: restart `ca serve` to issue with the new root. Nodes trust it as they renew (the old root vouches for it); when they all have, run `marque ca rotate-root --finish`."
+    );
+    Ok(Status::Ok)
 }

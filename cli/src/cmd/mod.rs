@@ -33,6 +33,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
         Command::Ca(CaCommand::Token(command)) => cluster::token(command),
         Command::Ca(CaCommand::Node(command)) => cluster::nodes(command),
         Command::Ca(CaCommand::IssueAdmin(args)) => cluster::issue_admin(args),
+        Command::Ca(CaCommand::RotateRoot(args)) => cluster::rotate_root(args),
         Command::Node(command) => cluster::node(command).await,
         Command::VerifyAttestation(args) => attest::verify(args).await,
         Command::Provenance(args) => provenance::run(args),

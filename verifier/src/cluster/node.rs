@@ -111,12 +111,30 @@ impl NodeDir {
 
     /// The pinned root certificate.
     pub fn root(&self) -> Result<CertificateDer<'static>, ClusterError> {
-        let pem = self.read("root.crt")?;
+        self.cert("root.crt")
+            .and_then(|r| r.ok_or_else(|| ClusterError::Protocol("no root.crt".into())))
+    }
+
+    fn cert(&self, name: &str) -> Result<Option<CertificateDer<'static>>, ClusterError> {
+        let path = self.file(name);
+        let pem = match std::fs::read(&path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
         let der = marque_keys::certificate::certificates_from_pem(&pem)?
             .into_iter()
             .next()
-            .ok_or_else(|| ClusterError::Protocol("root.crt holds no certificate".into()))?;
-        Ok(CertificateDer::from(der))
+            .ok_or_else(|| ClusterError::Protocol(format!("{name} holds no certificate")))?;
+        Ok(Some(CertificateDer::from(der)))
+    }
+
+    /// The roots this node trusts: the pinned one and, during a root
+    /// rotation, the new one the old one vouched for (`next-root.crt`).
+    pub fn roots(&self) -> Result<Vec<CertificateDer<'static>>, ClusterError> {
+        let mut roots = vec![self.root()?];
+        roots.extend(self.cert("next-root.crt")?);
+        Ok(roots)
     }
 
     /// The node's TLS client identity.
@@ -140,6 +158,7 @@ impl NodeDir {
         key: &SigningKey,
         cert_pem: &str,
         root_pem: &str,
+        next_root_pem: Option<&str>,
         info: &NodeInfo,
     ) -> Result<(), ClusterError> {
         use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
@@ -162,6 +181,15 @@ impl NodeDir {
         std::fs::rename(self.file("node.key.new"), &key_path).map_err(io(&key_path))?;
         write("node.crt", cert_pem.as_bytes())?;
         write("root.crt", root_pem.as_bytes())?;
+        match next_root_pem {
+            Some(pem) => write("next-root.crt", pem.as_bytes())?,
+            None => match std::fs::remove_file(self.file("next-root.crt")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io(&self.file("next-root.crt"))(e));
+                }
+                _ => {}
+            },
+        }
         let info_json = serde_json::to_vec_pretty(info).unwrap_or_default();
         write("node.json", &info_json)
     }
@@ -219,11 +247,11 @@ fn leaf_info(
     Ok((info, identity))
 }
 
-/// Checks that the issued chain verifies against `root` for client
-/// authentication and certifies `key`.
+/// Checks that the issued chain verifies against one of `roots` for
+/// client authentication and certifies `key`.
 fn check_issued(
     cert_pem: &str,
-    root: &CertificateDer<'static>,
+    roots: &[CertificateDer<'static>],
     key: &SigningKey,
 ) -> Result<(), ClusterError> {
     let chain = marque_keys::certificate::certificates_from_pem(cert_pem.as_bytes())?;
@@ -236,8 +264,63 @@ fn check_issued(
             "the CA certified another key than this node's".into(),
         ));
     }
-    marque_keys::certificate::verify_client_chain(&chain, root.as_ref(), SystemTime::now())?;
-    Ok(())
+    let mut last = None;
+    for root in roots {
+        match marque_keys::certificate::verify_client_chain(
+            &chain,
+            root.as_ref(),
+            SystemTime::now(),
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .map(ClusterError::from)
+        .unwrap_or_else(|| ClusterError::Protocol("no trusted root".into())))
+}
+
+/// The roots a node trusts after an answer from the CA: `(pinned root PEM,
+/// next root PEM)`. A new root is accepted only when the old one vouched
+/// for it (our new certificate chains to the old root through the cross
+/// certificate, and to the new root directly); switching the pinned root is
+/// accepted only to a root already trusted that way.
+fn roots_after(
+    answer: &serde_json::Value,
+    trusted: &[CertificateDer<'static>],
+    cert_pem: &str,
+) -> Result<(String, Option<String>), ClusterError> {
+    let pem_der = |pem: &str| -> Result<Vec<u8>, ClusterError> {
+        marque_keys::certificate::certificates_from_pem(pem.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClusterError::Protocol("the CA sent an empty certificate".into()))
+    };
+    let root_pem = answer["root"]
+        .as_str()
+        .ok_or_else(|| ClusterError::Protocol("the CA sent no root".into()))?;
+    let root_der = pem_der(root_pem)?;
+    if !trusted.iter().any(|t| t.as_ref() == root_der.as_slice()) {
+        return Err(ClusterError::Protocol(
+            "the CA presented a root this node does not trust; refusing it".into(),
+        ));
+    }
+    let Some(next_pem) = answer["next_root"].as_str() else {
+        return Ok((root_pem.to_owned(), None));
+    };
+    let next_der = pem_der(next_pem)?;
+    let leaf = pem_der(cert_pem)?;
+    // Our new certificate must chain to the new root directly (it was
+    // issued by the new key); it already chained to a trusted root through
+    // the cross certificate (check_issued).
+    marque_keys::certificate::verify_client_chain(&[leaf], &next_der, SystemTime::now()).map_err(
+        |e| {
+            ClusterError::Protocol(format!(
+                "the CA's next root does not certify this node: {e}"
+            ))
+        },
+    )?;
+    Ok((root_pem.to_owned(), Some(next_pem.to_owned())))
 }
 
 /// Joins the cluster at `ca` with `token`, writing the new identity to
@@ -278,7 +361,7 @@ pub async fn join(ca: &str, token: &JoinToken, dir: &NodeDir) -> Result<NodeInfo
     // 2. A connection verified against that root alone, to the CA's name.
     let pinned = CaClient::new(
         ca,
-        tls::pinned_client_config(&root, None)
+        tls::pinned_client_config(std::slice::from_ref(&root), None)
             .map_err(|e| ClusterError::Protocol(e.to_string()))?,
         &node::ca_server_name(&trust_domain),
     )?;
@@ -297,30 +380,37 @@ pub async fn join(ca: &str, token: &JoinToken, dir: &NodeDir) -> Result<NodeInfo
             })))
         })
         .await?;
-    finish(&answer, ca, &token.pin_hex(), &root, &root_pem, &key, dir)
+    finish(&answer, ca, &[root], &key, dir)
 }
 
 fn finish(
     answer: &serde_json::Value,
     ca: &str,
-    pin: &str,
-    root: &CertificateDer<'static>,
-    root_pem: &str,
+    trusted: &[CertificateDer<'static>],
     key: &SigningKey,
     dir: &NodeDir,
 ) -> Result<NodeInfo, ClusterError> {
     let cert_pem = answer["certificate"]
         .as_str()
         .ok_or_else(|| ClusterError::Protocol("the CA sent no certificate".into()))?;
-    check_issued(cert_pem, root, key)?;
-    let (info, _) = leaf_info(cert_pem, ca, pin)?;
+    check_issued(cert_pem, trusted, key)?;
+    let (root_pem, next_pem) = roots_after(answer, trusted, cert_pem)?;
+    let root_der = marque_keys::certificate::certificates_from_pem(root_pem.as_bytes())?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let pin: String = marque_keys::node::root_pin(&root_der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (info, _) = leaf_info(cert_pem, ca, &pin)?;
     if let Some(server_time) = answer["server_time"].as_u64() {
         let skew = server_time.abs_diff(unix_now());
         if skew > 60 {
             tracing::warn!("this node's clock is {skew} s off the CA's; run NTP");
         }
     }
-    dir.write(key, cert_pem, root_pem, &info)?;
+    dir.write(key, cert_pem, &root_pem, next_pem.as_deref(), &info)?;
     Ok(info)
 }
 
@@ -335,11 +425,11 @@ pub async fn renew(dir: &NodeDir) -> Result<NodeInfo, ClusterError> {
             now - info.not_after
         )));
     }
-    let root = dir.root()?;
+    let roots = dir.roots()?;
     let identity = dir.identity()?;
     let client = CaClient::new(
         &info.ca,
-        tls::pinned_client_config(&root, Some(&identity))
+        tls::pinned_client_config(&roots, Some(&identity))
             .map_err(|e| ClusterError::Protocol(e.to_string()))?,
         &node::ca_server_name(&info.trust_domain),
     )?;
@@ -352,9 +442,7 @@ pub async fn renew(dir: &NodeDir) -> Result<NodeInfo, ClusterError> {
             })))
         })
         .await?;
-    let root_pem = String::from_utf8(dir.read("root.crt")?)
-        .map_err(|_| ClusterError::Protocol("root.crt is not text".into()))?;
-    let renewed = finish(&answer, &info.ca, &info.ca_pin, &root, &root_pem, &key, dir)?;
+    let renewed = finish(&answer, &info.ca, &roots, &key, dir)?;
     if renewed.node_id != info.node_id
         || renewed.role != info.role
         || renewed.segment != info.segment
@@ -373,11 +461,11 @@ pub async fn call_as_node(
     path: &str,
 ) -> Result<serde_json::Value, ClusterError> {
     let info = dir.info()?;
-    let root = dir.root()?;
+    let roots = dir.roots()?;
     let identity = dir.identity()?;
     let client = CaClient::new(
         &info.ca,
-        tls::pinned_client_config(&root, Some(&identity))
+        tls::pinned_client_config(&roots, Some(&identity))
             .map_err(|e| ClusterError::Protocol(e.to_string()))?,
         &node::ca_server_name(&info.trust_domain),
     )?;

@@ -50,6 +50,7 @@ pub struct Authority {
     issuer_chain_pem: String,
     root_der: CertificateDer<'static>,
     root_pem: String,
+    rotation: Option<Rotation>,
     state: StateDir,
     node_lifetime: Duration,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
@@ -61,6 +62,16 @@ impl std::fmt::Debug for Authority {
             .field("trust_domain", &self.trust_domain)
             .finish_non_exhaustive()
     }
+}
+
+/// A root rotation in progress: the new root (which now issues) and its
+/// cross-signature by the current root.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The new root, PEM.
+    pub next_root_pem: String,
+    /// The new root's certificate issued by the current root, PEM.
+    pub cross_pem: String,
 }
 
 /// The trust domain a cluster root names in its `spiffe://TD` URI SAN.
@@ -166,22 +177,33 @@ pub fn remove_node(state: &StateDir, id: &str) -> Result<bool, ClusterError> {
 
 impl Authority {
     /// A CA for the root in `root_pem` issuing with `issuer` (the root
-    /// itself, or an intermediate whose PEM is `issuer_chain_pem`).
+    /// itself, or an intermediate whose PEM is `issuer_chain_pem`). During
+    /// a root rotation `issuer` is the new root, `issuer_chain_pem` its
+    /// cross-signed certificate, and `rotation` says so.
     pub fn new(
         issuer: CaCertificate,
         issuer_chain_pem: String,
         root_pem: String,
+        rotation: Option<Rotation>,
         state: StateDir,
         node_lifetime: Duration,
     ) -> Result<Authority, ClusterError> {
         let root_der = first_der(&root_pem)?;
         let trust_domain = trust_domain_of(&root_der)?;
+        if let Some(r) = &rotation
+            && trust_domain_of(&first_der(&r.next_root_pem)?)? != trust_domain
+        {
+            return Err(ClusterError::Protocol(
+                "the next root is for another trust domain".into(),
+            ));
+        }
         Ok(Authority {
             trust_domain,
             issuer,
             issuer_chain_pem,
             root_der,
             root_pem,
+            rotation,
             state,
             node_lifetime,
             failures: Mutex::new(HashMap::new()),
@@ -194,9 +216,28 @@ impl Authority {
     }
 
     /// The certificate chain PEM for a leaf: the leaf, then the issuer's
-    /// chain (intermediates; not the root).
+    /// chain (intermediates or the cross-signed new root; not the root).
     fn chain(&self, leaf_pem: &str) -> String {
         format!("{leaf_pem}{}", self.issuer_chain_pem)
+    }
+
+    /// Every root client certificates may chain to.
+    fn trusted_roots(&self) -> Result<Vec<CertificateDer<'static>>, ClusterError> {
+        let mut roots = vec![self.root_der.clone()];
+        if let Some(r) = &self.rotation {
+            roots.push(first_der(&r.next_root_pem)?);
+        }
+        Ok(roots)
+    }
+
+    /// The roots part of discovery, join and renewal answers.
+    fn roots_json(&self) -> serde_json::Value {
+        let mut v = json!({ "root": self.root_pem, "trust_domain": self.trust_domain });
+        if let Some(r) = &self.rotation {
+            v["next_root"] = r.next_root_pem.clone().into();
+            v["cross"] = r.cross_pem.clone().into();
+        }
+        v
     }
 
     /// A fresh key and certificate for the service itself
@@ -263,7 +304,7 @@ pub async fn serve(
     authority: Arc<Authority>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), ClusterError> {
-    let config = tls::server_config(&authority.server_identity()?, &authority.root_der)
+    let config = tls::server_config(&authority.server_identity()?, &authority.trusted_roots()?)
         .map_err(|e| ClusterError::Protocol(e.to_string()))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     loop {
@@ -412,10 +453,7 @@ async fn route(
         }
     };
     let result = match (method, path.as_str()) {
-        (Method::GET, "/v1/root") => Ok(json!({
-            "root": authority.root_pem,
-            "trust_domain": authority.trust_domain,
-        })),
+        (Method::GET, "/v1/root") => Ok(authority.roots_json()),
         (Method::POST, "/v1/join") => join(&body, conn, authority),
         (Method::POST, "/v1/renew") => renew(&body, conn, authority),
         (Method::GET, "/v1/nodes") => {
@@ -651,14 +689,13 @@ fn join(body: &[u8], conn: &Conn, authority: &Authority) -> Result<serde_json::V
         })
     })?;
     tracing::info!(%node_id, %role, %segment, token = %token_id, "node joined");
-    Ok(json!({
-        "node_id": node_id,
-        "identity": identity.uri(),
-        "certificate": authority.chain(&issued.cert_pem),
-        "root": authority.root_pem,
-        "not_after": not_after,
-        "server_time": now,
-    }))
+    let mut answer = authority.roots_json();
+    answer["node_id"] = node_id.into();
+    answer["identity"] = identity.uri().into();
+    answer["certificate"] = authority.chain(&issued.cert_pem).into();
+    answer["not_after"] = not_after.into();
+    answer["server_time"] = now.into();
+    Ok(answer)
 }
 
 fn renew(body: &[u8], conn: &Conn, authority: &Authority) -> Result<serde_json::Value, Refusal> {
@@ -705,14 +742,13 @@ fn renew(body: &[u8], conn: &Conn, authority: &Authority) -> Result<serde_json::
         ));
     }
     tracing::info!(node_id = %record.id, "node renewed");
-    Ok(json!({
-        "node_id": record.id,
-        "identity": identity.uri(),
-        "certificate": authority.chain(&issued.cert_pem),
-        "root": authority.root_pem,
-        "not_after": not_after,
-        "server_time": unix_now(),
-    }))
+    let mut answer = authority.roots_json();
+    answer["node_id"] = record.id.clone().into();
+    answer["identity"] = identity.uri().into();
+    answer["certificate"] = authority.chain(&issued.cert_pem).into();
+    answer["not_after"] = not_after.into();
+    answer["server_time"] = unix_now().into();
+    Ok(answer)
 }
 
 fn list_nodes(authority: &Authority) -> Result<serde_json::Value, Refusal> {

@@ -42,10 +42,12 @@ impl Identity {
 /// but discovery and join then requires one).
 pub fn server_config(
     identity: &Identity,
-    root: &CertificateDer<'static>,
+    trusted: &[CertificateDer<'static>],
 ) -> Result<ServerConfig, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.clone()).map_err(err)?;
+    for root in trusted {
+        roots.add(root.clone()).map_err(err)?;
+    }
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .allow_unauthenticated()
@@ -59,13 +61,16 @@ pub fn server_config(
         .map_err(err)
 }
 
-/// A client that trusts only `root`, optionally presenting `identity`.
+/// A client that trusts only `trusted` (the pinned root, and during a
+/// rotation the new one), optionally presenting `identity`.
 pub fn pinned_client_config(
-    root: &CertificateDer<'static>,
+    trusted: &[CertificateDer<'static>],
     identity: Option<&Identity>,
 ) -> Result<ClientConfig, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.clone()).map_err(err)?;
+    for root in trusted {
+        roots.add(root.clone()).map_err(err)?;
+    }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(err)?
