@@ -419,6 +419,86 @@ fn roles_are_checked_from_the_certificate() {
     );
     let nodes = call(&manager, "/v1/nodes").expect("managers list nodes");
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2);
+    // An admin certificate (issued offline by the CA operator) may use the
+    // admin routes: make a token, list tokens, remove a node.
+    let admin_dir = ca.path("admin");
+    marque(
+        &[
+            "ca",
+            "issue-admin",
+            "--ca",
+            ca.path("ca").to_str().unwrap(),
+            "--name",
+            "alice",
+            "--out",
+            admin_dir.to_str().unwrap(),
+        ],
+        &[("MARQUE_PASSWORD", PASSWORD)],
+    )
+    .expect_code(0);
+    let admin = {
+        use marque_verifier::cluster::tls;
+        let chain = marque_keys::certificate::certificates_from_pem(
+            &std::fs::read(admin_dir.join("admin.crt")).unwrap(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(rustls::pki_types::CertificateDer::from)
+        .collect();
+        let key = marque_keys::PrivateKeyFile::parse(
+            &std::fs::read(admin_dir.join("admin.key")).unwrap(),
+        )
+        .unwrap()
+        .into_signing_key(None)
+        .unwrap();
+        let identity = tls::Identity {
+            chain,
+            key_pkcs8: key.pkcs8_der().to_vec(),
+        };
+        let root = marque_keys::certificate::certificates_from_pem(
+            &std::fs::read(admin_dir.join("root.crt")).unwrap(),
+        )
+        .unwrap()
+        .remove(0);
+        marque_verifier::cluster::client::CaClient::new(
+            &ca.addr,
+            tls::pinned_client_config(&[root.into()], Some(&identity)).unwrap(),
+            "ca.roles.example",
+        )
+        .unwrap()
+    };
+    let made = raw::block(admin.call(hyper::Method::POST, "/v1/tokens", |_| {
+        Ok(Some(
+            serde_json::json!({"role": "worker", "segment": "edge"}),
+        ))
+    }))
+    .expect("admins make tokens");
+    assert!(made["token"].as_str().unwrap().starts_with("MQJT1."));
+    let tokens = raw::block(admin.call(hyper::Method::GET, "/v1/tokens", |_| Ok(None))).unwrap();
+    assert_eq!(tokens["tokens"].as_array().unwrap().len(), 3);
+    let worker_id = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "worker")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    raw::block(admin.call(
+        hyper::Method::DELETE,
+        &format!("/v1/nodes/{worker_id}"),
+        |_| Ok(None),
+    ))
+    .expect("admins remove nodes");
+    let message = raw::refused(call(&worker, "/v1/nodes"));
+    assert!(
+        message.contains("a worker certificate may not"),
+        "{message}"
+    );
+    let out = renew(&worker);
+    out.expect_code(2);
+    assert!(out.stderr.contains("was removed"), "{}", out.stderr);
     // Anonymous callers get nothing but the root and join.
     let anonymous = raw::pinned(&ca, "roles.example");
     let message = raw::refused(raw::block(anonymous.call(

@@ -335,7 +335,7 @@ pub async fn serve(
                 };
                 let service = hyper::service::service_fn(move |req| {
                     let (authority, conn) = (Arc::clone(&authority), Arc::clone(&conn));
-                    async move { Ok::<_, Infallible>(route(req, &conn, &authority).await) }
+                    async move { Ok::<_, Infallible>(route(req, conn, authority).await) }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
@@ -435,8 +435,8 @@ impl From<super::state::StateError> for Refusal {
 
 async fn route(
     req: Request<hyper::body::Incoming>,
-    conn: &Conn,
-    authority: &Authority,
+    conn: Arc<Conn>,
+    authority: Arc<Authority>,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -452,6 +452,25 @@ async fn route(
             );
         }
     };
+    // Signing, file locks and fsync block: keep them off the async
+    // threads, so one slow disk write does not stall every connection.
+    tokio::task::spawn_blocking(move || decide(method, path, body, &conn, &authority))
+        .await
+        .unwrap_or_else(|_| {
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": "internal error" }),
+            )
+        })
+}
+
+fn decide(
+    method: Method,
+    path: String,
+    body: Bytes,
+    conn: &Conn,
+    authority: &Authority,
+) -> Response<Full<Bytes>> {
     let result = match (method, path.as_str()) {
         (Method::GET, "/v1/root") => Ok(authority.roots_json()),
         (Method::POST, "/v1/join") => join(&body, conn, authority),
