@@ -16,7 +16,6 @@ use marque_verifier::cluster::server;
 use marque_verifier::cluster::state::StateDir;
 
 #[path = "../tests/it/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -58,7 +57,12 @@ fn main() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let addr = first.rsplit("listening on ").next().unwrap().trim().to_owned();
+    let addr = first
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
     std::thread::spawn(move || for _ in lines {});
     let root_pem = std::fs::read_to_string(ca.join("root.crt")).unwrap();
     let state_dir = StateDir::open(&state).unwrap();
@@ -89,7 +93,10 @@ fn main() {
         // All nodes join at once.
         let start = Instant::now();
         runtime.block_on(async {
-            let joins = tokens.iter().zip(&dirs).map(|(t, d)| node::join(&addr, t, d));
+            let joins = tokens
+                .iter()
+                .zip(&dirs)
+                .map(|(t, d)| node::join(&addr, t, d));
             for r in futures_util::future::join_all(joins).await {
                 r.expect("join");
             }
