@@ -62,9 +62,12 @@ pub(super) fn init(args: CaInitArgs) -> anyhow::Result<Status> {
         chain = format!("{}{}", inter.cert_pem, root.cert_pem);
     }
     write(&args.out.join("chain.pem"), chain.as_bytes(), 0o644)?;
+    let what = match &args.trust_domain {
+        Some(td) => format!("cluster CA for trust domain {td}"),
+        None => format!("CA {:?}", args.name),
+    };
     eprintln!(
-        "Created CA {:?} in {}{}.",
-        args.name,
+        "Created {what} in {}{}.",
         args.out.display(),
         if args.intermediate {
             " (root and intermediate; issue with the intermediate and keep root.key offline)"
