@@ -22,19 +22,22 @@ impl Ca {
     }
 
     fn with_args(trust_domain: &str, serve_args: &[&str]) -> Ca {
+        Ca::with_init(trust_domain, &[], serve_args)
+    }
+
+    fn with_init(trust_domain: &str, init_args: &[&str], serve_args: &[&str]) -> Ca {
         let dir = tempfile::tempdir().unwrap();
-        marque(
-            &[
-                "ca",
-                "init",
-                "--trust-domain",
-                trust_domain,
-                "--out",
-                dir.path().join("ca").to_str().unwrap(),
-            ],
-            &[("MARQUE_PASSWORD", PASSWORD)],
-        )
-        .expect_code(0);
+        let out = dir.path().join("ca");
+        let mut args = vec![
+            "ca",
+            "init",
+            "--trust-domain",
+            trust_domain,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(init_args);
+        marque(&args, &[("MARQUE_PASSWORD", PASSWORD)]).expect_code(0);
         let mut ca = Ca {
             dir,
             child: None,
@@ -245,13 +248,38 @@ fn tokens_are_single_use_expire_and_can_be_revoked() {
     let out = ca.join(&revoked, &ca.path("d"));
     out.expect_code(2);
     assert!(out.stderr.contains("was revoked"), "{}", out.stderr);
+    // Rotating a token revokes it and prints a replacement with the same
+    // role and segment.
+    let rotating = ca.token(&["--role", "manager", "--segment", "core"]);
+    let rid = rotating.split('.').nth(2).unwrap().to_owned();
+    let out = marque(
+        &[
+            "ca",
+            "token",
+            "rotate",
+            "--ca",
+            ca.path("ca").to_str().unwrap(),
+            "--state",
+            &ca.state_arg(),
+            &rid,
+        ],
+        &[],
+    );
+    let replacement = out.expect_code(0).stdout.trim().to_owned();
+    assert_ne!(replacement, rotating);
+    let out = ca.join(&rotating, &ca.path("e"));
+    out.expect_code(2);
+    assert!(out.stderr.contains("was revoked"), "{}", out.stderr);
+    let joined = ca.join(&replacement, &ca.path("f")).expect_code(0).json();
+    assert_eq!(joined["role"], "manager");
+    assert_eq!(joined["segment"], "core");
     // The list shows each state; the CA never stored a secret.
     let list = marque(&["ca", "token", "list", "--state", &ca.state_arg()], &[]);
     for needle in ["used", "expired", "revoked"] {
         assert!(list.stdout.contains(needle), "{needle}: {}", list.stdout);
     }
     let state = std::fs::read_to_string(ca.path("state/ca-state.json")).unwrap();
-    for t in [&token, &short, &revoked] {
+    for t in [&token, &short, &revoked, &rotating, &replacement] {
         let secret = t.rsplit('.').next().unwrap();
         assert!(!state.contains(secret));
     }
@@ -724,4 +752,20 @@ fn a_node_keeps_its_identity_through_a_root_rotation() {
     let out = renew(&stale);
     out.expect_code(2);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+}
+
+#[test]
+fn a_ca_with_an_intermediate_issues_through_it() {
+    let ca = Ca::with_init("inter.example", &["--intermediate"], &[]);
+    let node = ca.path("node");
+    ca.join(&ca.worker_token(), &node).expect_code(0);
+    // The node's chain is leaf + intermediate, verified up to the root.
+    let chain = std::fs::read(node.join("node.crt")).unwrap();
+    assert_eq!(
+        marque_keys::certificate::certificates_from_pem(&chain)
+            .unwrap()
+            .len(),
+        2
+    );
+    renew(&node).expect_code(0);
 }
