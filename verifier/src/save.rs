@@ -50,8 +50,9 @@ pub struct SaveOptions {
     /// skopeo or podman can read. Without it only manifests are copied
     /// (plus every blob of signatures, attestations and referrers).
     pub with_blobs: bool,
-    /// Largest blob copied (default 4 GiB). Blobs are held in memory one
-    /// at a time per image being saved.
+    /// Largest blob copied (default 4 GiB). Config and layer blobs are
+    /// streamed to a temporary file and hashed on the way, never held in
+    /// memory whole.
     pub max_blob_bytes: u64,
     /// Most manifests copied per image, children of indexes and referrers
     /// included (default 10,000).
@@ -350,15 +351,19 @@ impl Copier<'_> {
             });
         }
         self.copied.blobs += 1;
-        if self.present(&digest, descriptor.size).await? {
+        let intact = self.layout.blob_intact(&digest, descriptor.size);
+        if self.write(intact, &what)? {
             return Ok(());
         }
-        let bytes = self
-            .source
-            .fetch_blob(&digest, descriptor.size)
+        // Streamed to a temporary file and hashed on the way: layers are
+        // never held in memory whole.
+        let writer = self.layout.blob_writer();
+        let mut writer = self.write(writer, &what)?;
+        self.source
+            .stream_blob(&digest, descriptor.size, &mut |chunk| writer.write(chunk))
             .await
             .map_err(read(what.clone()))?;
-        let result = self.layout.write_blob(&bytes);
+        let result = writer.finish(&digest, descriptor.size);
         self.write(result, &what)?;
         Ok(())
     }

@@ -189,6 +189,77 @@ impl OciLayout {
         Ok(bytes)
     }
 
+    /// Streams a blob of at most `limit` bytes into `sink` in 64 KiB
+    /// chunks; the caller checks the digest of what it received.
+    pub(super) fn stream_blob(
+        &self,
+        digest: &Digest,
+        limit: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), RegistryError>,
+    ) -> Result<(), RegistryError> {
+        use std::io::Read as _;
+        let path = self.blob_path(digest);
+        let mut file = File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RegistryError::NotFound {
+                what: format!("blob {digest}"),
+            },
+            _ => self.io(&path)(e),
+        })?;
+        let mut buf = vec![0u8; 64 << 10];
+        let mut seen = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(self.io(&path))?;
+            if n == 0 {
+                return Ok(());
+            }
+            seen += n as u64;
+            if seen > limit {
+                return Err(RegistryError::TooLarge {
+                    what: format!("blob {digest}"),
+                    limit,
+                });
+            }
+            sink(&buf[..n])?;
+        }
+    }
+
+    /// Whether the layout holds `digest` with exactly `size` bytes that
+    /// hash to it (read in chunks, never whole).
+    pub fn blob_intact(&self, digest: &Digest, size: u64) -> Result<bool, RegistryError> {
+        match fs::metadata(self.blob_path(digest)) {
+            Ok(m) if m.len() == size => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.io(&self.blob_path(digest))(e)),
+        }
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        self.stream_blob(digest, size, &mut |chunk| {
+            sha2::Digest::update(&mut hasher, chunk);
+            Ok(())
+        })?;
+        let hex: String = sha2::Digest::finalize(hasher)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(hex == digest.hex())
+    }
+
+    /// A writer for one blob of this layout: bytes go to a temporary file
+    /// and are hashed as they come; [`BlobWriter::finish`] checks size and
+    /// digest, fsyncs and renames it into place.
+    pub fn blob_writer(&self) -> Result<BlobWriter, RegistryError> {
+        let dir = self.path.join("blobs").join("sha256");
+        fs::create_dir_all(&dir).map_err(self.io(&dir))?;
+        let (path, file) = tempfile_in(&dir).map_err(self.io(&dir))?;
+        Ok(BlobWriter {
+            dir,
+            path,
+            file,
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+            written: 0,
+        })
+    }
+
     pub(super) async fn push_blob(&self, bytes: Vec<u8>) -> Result<Digest, RegistryError> {
         let digest = Digest::of(&bytes);
         let path = self.blob_path(&digest);
@@ -492,6 +563,78 @@ pub(crate) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io
     File::open(dir)?.sync_all()
 }
 
+/// A blob being written into a layout; see [`OciLayout::blob_writer`].
+/// Dropped unfinished, its temporary file is removed.
+#[derive(Debug)]
+pub struct BlobWriter {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    hasher: sha2::Sha256,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Appends `chunk`.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), RegistryError> {
+        self.file
+            .write_all(chunk)
+            .map_err(|source| RegistryError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        sha2::Digest::update(&mut self.hasher, chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Checks that exactly `size` bytes hashing to `digest` were written,
+    /// then fsyncs and moves the blob into place.
+    pub fn finish(mut self, digest: &Digest, size: u64) -> Result<(), RegistryError> {
+        let hasher = std::mem::replace(&mut self.hasher, <sha2::Sha256 as sha2::Digest>::new());
+        let hex: String = sha2::Digest::finalize(hasher)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let what = format!("blob {digest}");
+        if self.written != size {
+            return Err(RegistryError::Protocol(format!(
+                "{what}: received {} bytes, the descriptor says {size}",
+                self.written
+            )));
+        }
+        if hex != digest.hex() {
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest.clone(),
+                actual: format!("sha256:{hex}").parse().map_err(|_| {
+                    RegistryError::Protocol("internal error: bad digest".to_owned())
+                })?,
+            });
+        }
+        let io = |source| RegistryError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.sync_all().map_err(io)?;
+        let target = self.dir.join(digest.hex());
+        fs::rename(&self.path, &target).map_err(io)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, File)> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -712,5 +855,44 @@ mod tests {
         let layout = OciLayout::new(dir.path(), Limits::default());
         let err = rt().block_on(layout.resolve("latest")).unwrap_err();
         assert!(err.to_string().contains("not an OCI image layout"), "{err}");
+    }
+
+    #[test]
+    fn blob_writer_checks_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OciLayout::new(dir.path(), Limits::default());
+        layout.create().unwrap();
+        let body = b"a layer, streamed in pieces";
+        let digest = Digest::of(body);
+        let mut w = layout.blob_writer().unwrap();
+        for chunk in body.chunks(5) {
+            w.write(chunk).unwrap();
+        }
+        w.finish(&digest, body.len() as u64).unwrap();
+        assert!(layout.blob_intact(&digest, body.len() as u64).unwrap());
+        assert!(!layout.blob_intact(&digest, 3).unwrap());
+        // Wrong content or size: refused, and nothing is left behind.
+        let mut w = layout.blob_writer().unwrap();
+        w.write(b"something else").unwrap();
+        assert!(matches!(
+            w.finish(&Digest::of(b"other"), 14),
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+        let mut w = layout.blob_writer().unwrap();
+        w.write(body).unwrap();
+        assert!(w.finish(&digest, 3).is_err());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".marque-tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        // A damaged copy is not intact.
+        std::fs::write(
+            dir.path().join("blobs/sha256").join(digest.hex()),
+            b"a layer, streamed in piecez",
+        )
+        .unwrap();
+        assert!(!layout.blob_intact(&digest, body.len() as u64).unwrap());
     }
 }

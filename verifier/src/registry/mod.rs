@@ -283,6 +283,23 @@ impl Repository {
         }
     }
 
+    /// Streams a blob of at most `limit` bytes into `sink` without
+    /// holding it in memory. The digest is not checked here: the sink
+    /// hashes what it receives (see [`layout::BlobWriter`]).
+    pub async fn stream_blob(
+        &self,
+        digest: &Digest,
+        limit: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), RegistryError>,
+    ) -> Result<(), RegistryError> {
+        match self {
+            Repository::Remote { remote, reference } => {
+                remote.stream_blob(reference, digest, limit, sink).await
+            }
+            Repository::Layout(layout) => layout.stream_blob(digest, limit, sink),
+        }
+    }
+
     /// Uploads a blob; returns its digest.
     pub async fn push_blob(&self, bytes: Vec<u8>) -> Result<Digest, RegistryError> {
         match self {

@@ -373,6 +373,51 @@ impl RemoteRegistry {
         Ok(bytes)
     }
 
+    /// Streams a blob of at most `limit` bytes into `sink`, chunk by chunk,
+    /// without holding it in memory. The caller checks the digest of what
+    /// it received (see `layout::BlobWriter`).
+    pub(super) async fn stream_blob(
+        &self,
+        r: &RegistryRef,
+        digest: &Digest,
+        limit: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), RegistryError>,
+    ) -> Result<(), RegistryError> {
+        let url = self.url(r, &format!("blobs/{digest}"));
+        let mut resp = self
+            .send(r, Access::Pull, Method::GET, &url, &[], None)
+            .await?;
+        let what = format!("blob {}@{digest}", r.repository());
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Err(RegistryError::NotFound { what }),
+            status => return Err(status_error("GET", &url, status, body_snippet(resp).await)),
+        }
+        let too_large = || RegistryError::TooLarge {
+            what: what.clone(),
+            limit,
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut seen = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|source| RegistryError::Transport {
+                registry: r.registry().to_owned(),
+                source,
+            })?
+        {
+            seen += chunk.len() as u64;
+            if seen > limit {
+                return Err(too_large());
+            }
+            sink(&chunk)?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn push_blob(
         &self,
         r: &RegistryRef,
