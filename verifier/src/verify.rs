@@ -512,11 +512,20 @@ async fn fetch_legacy(
     // The payloads cosign writes for this image, byte for byte. A layer
     // whose digest matches one of them needs no fetch: those are the bytes
     // with that digest, exactly what a fetch would have to return.
+    // Built only when some layer does not embed its payload (marque's
+    // layers all do).
     let mut expected = Vec::new();
-    for req in reqs {
-        for e in expected_payloads(image, digest, &req.annotations) {
-            if !expected.iter().any(|(d, _)| *d == e.0) {
-                expected.push(e);
+    let embedded_everywhere = parsed
+        .layers
+        .iter()
+        .take(max_signatures)
+        .all(|l| l.extra.contains_key("data"));
+    if !embedded_everywhere {
+        for req in reqs {
+            for e in expected_payloads(image, digest, &req.annotations) {
+                if !expected.iter().any(|(d, _)| *d == e.0) {
+                    expected.push(e);
+                }
             }
         }
     }

@@ -114,16 +114,18 @@ pub(super) async fn verify(
                     d.image = image.to_string();
                     d
                 });
-            match &r {
+            // One write per line (eprintln! writes each piece separately).
+            let line = match &r {
                 Ok(d) if d.allowed && d.satisfied => {
-                    eprintln!("ALLOWED {image}: {}", d.reasons.join("; "))
+                    format!("ALLOWED {image}: {}\n", d.reasons.join("; "))
                 }
                 Ok(d) if d.allowed => {
-                    eprintln!("ALLOWED (audit) {image}: {}", d.reasons.join("; "))
+                    format!("ALLOWED (audit) {image}: {}\n", d.reasons.join("; "))
                 }
-                Ok(d) => eprintln!("DENIED {image}: {}", d.reasons.join("; ")),
-                Err(e) => eprintln!("Error verifying {image}: {e}"),
-            }
+                Ok(d) => format!("DENIED {image}: {}\n", d.reasons.join("; ")),
+                Err(e) => format!("Error verifying {image}: {e}\n"),
+            };
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             (image.to_string(), r)
         })
         .collect();
