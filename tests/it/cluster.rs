@@ -527,6 +527,24 @@ fn roles_are_checked_from_the_certificate() {
     let out = renew(&worker);
     out.expect_code(2);
     assert!(out.stderr.contains("was removed"), "{}", out.stderr);
+    // A removed manager loses the manager routes too.
+    let manager_id = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "manager")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    raw::block(admin.call(
+        hyper::Method::DELETE,
+        &format!("/v1/nodes/{manager_id}"),
+        |_| Ok(None),
+    ))
+    .unwrap();
+    let message = raw::refused(call(&manager, "/v1/nodes"));
+    assert!(message.contains("was removed"), "{message}");
     // Anonymous callers get nothing but the root and join.
     let anonymous = raw::pinned(&ca, "roles.example");
     let message = raw::refused(raw::block(anonymous.call(
