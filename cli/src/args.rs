@@ -50,6 +50,58 @@ pub(crate) enum Command {
     /// Node identity: join a cluster, show and renew the node certificate.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Signed trust bundles: policy, keys and revocations for a segment.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TrustCommand {
+    /// Build and sign a trust bundle for one segment.
+    #[command(
+        after_help = "Examples:\n  marque trust publish --segment edge --policy policy.toml --bundle-version 7 --key ops1.key --key ops2.key --signer ops1.pub --signer ops2.pub --signer ops3.pub --threshold 2 --out edge.bundle\n  marque trust publish … --to registry.example.com/trust/edge\n\nThe bundle holds the policy and every key and CA file it names, the\nrevocations, a version (which must increase) and an expiry, and the\nsigners that the next version must satisfy (with the signers of this one)."
+    )]
+    Publish(TrustPublishArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TrustPublishArgs {
+    /// The segment the bundle is for.
+    #[arg(long)]
+    pub(crate) segment: String,
+    /// The policy (its key and CA files are included).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) policy: PathBuf,
+    /// The bundle's version (higher than any published before).
+    #[arg(long = "bundle-version", value_name = "N")]
+    pub(crate) bundle_version: u64,
+    /// How long nodes may use it.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub(crate) expires: std::time::Duration,
+    /// A bundle-signing private key (repeat for a threshold).
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    pub(crate) keys: Vec<PathBuf>,
+    /// A public key allowed to sign the next version (default: the --key
+    /// keys' public keys).
+    #[arg(long = "signer", value_name = "FILE")]
+    pub(crate) signers: Vec<PathBuf>,
+    /// Signatures the next version needs (default: the number of --key).
+    #[arg(long)]
+    pub(crate) threshold: Option<usize>,
+    /// A node id to deny (the CA's removed nodes).
+    #[arg(long = "revoke-node", value_name = "ID")]
+    pub(crate) revoke_nodes: Vec<String>,
+    /// Write the signed bundle here.
+    #[arg(long, value_name = "FILE", required_unless_present = "to")]
+    pub(crate) out: Option<PathBuf>,
+    /// Push the signed bundle as an OCI artifact to REGISTRY/REPO (tag
+    /// `trust-SEGMENT`).
+    #[arg(long, value_name = "REPO")]
+    pub(crate) to: Option<String>,
+    #[command(flatten)]
+    pub(crate) password: PasswordArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 const SAVE_EXAMPLES: &str = "\
@@ -194,6 +246,22 @@ pub(crate) enum CaCommand {
         after_help = "Examples:\n  marque ca rotate-root --ca ca/            # then restart ca serve; nodes renew onto it\n  marque ca rotate-root --ca ca/ --finish --state ca-state/   # prints reissued join tokens"
     )]
     RotateRoot(CaRotateArgs),
+    /// Set the trust-bundle signing keys handed to nodes at join.
+    #[command(name = "trust-signers")]
+    TrustSigners(CaTrustSignersArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaTrustSignersArgs {
+    /// The CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca: PathBuf,
+    /// A bundle-signing public key (repeat).
+    #[arg(long = "signer", value_name = "FILE", required = true)]
+    pub(crate) signers: Vec<PathBuf>,
+    /// Signatures a bundle needs.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threshold: usize,
 }
 
 #[derive(Debug, Args)]
@@ -345,9 +413,22 @@ pub(crate) enum NodeCommand {
     Join(NodeJoinArgs),
     /// Show this node's identity: id, role, segment, expiry, CA pin.
     Status(NodeStateArgs),
+    /// Accept a signed trust bundle (threshold, version, expiry and segment
+    /// checked; a refused bundle leaves the one in force).
+    Trust(NodeTrustArgs),
     /// Renew the node certificate now, with a fresh key (with --watch:
     /// keep it renewed at a point between 50% and 80% of each lifetime).
     Renew(NodeRenewArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeTrustArgs {
+    /// The node's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// The signed bundle (from `marque trust publish --out`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) bundle: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -787,3 +787,158 @@ fn a_ca_with_an_intermediate_issues_through_it() {
     );
     renew(&node).expect_code(0);
 }
+
+#[test]
+fn trust_bundles_signed_versioned_and_for_one_segment() {
+    let mut ca = Ca::new("trust.example");
+    let dir = ca.path("ops");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (k1, p1) = plain_key(&dir, "ops1");
+    let (k2, p2) = plain_key(&dir, "ops2");
+    marque(
+        &[
+            "ca",
+            "trust-signers",
+            "--ca",
+            ca.path("ca").to_str().unwrap(),
+            "--signer",
+            p1.to_str().unwrap(),
+            "--signer",
+            p2.to_str().unwrap(),
+            "--threshold",
+            "2",
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let addr = ca.addr.clone();
+    ca.stop();
+    ca.start(&addr);
+    let node = ca.path("node");
+    ca.join(&ca.worker_token(), &node).expect_code(0);
+    assert!(node.join("trust/trust-state.json").exists());
+
+    // A policy naming a key file: the file travels inside the bundle.
+    let (_, team) = plain_key(&dir, "team");
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[[scope]]\nmatch = [\"registry.example.com/**\"]\n[[scope.authority]]\nname = \"team\"\nkeys = [\"team.pub\"]\n",
+    )
+    .unwrap();
+    let _ = team;
+    let publish = |version: &str, segment: &str, keys: &[&Path], out: &Path| {
+        let mut args = vec![
+            "trust".to_owned(),
+            "publish".to_owned(),
+            "--segment".to_owned(),
+            segment.to_owned(),
+            "--policy".to_owned(),
+            policy.to_str().unwrap().to_owned(),
+            "--bundle-version".to_owned(),
+            version.to_owned(),
+            "--signer".to_owned(),
+            p1.to_str().unwrap().to_owned(),
+            "--signer".to_owned(),
+            p2.to_str().unwrap().to_owned(),
+            "--threshold".to_owned(),
+            "2".to_owned(),
+            "--out".to_owned(),
+            out.to_str().unwrap().to_owned(),
+        ];
+        for k in keys {
+            args.push("--key".to_owned());
+            args.push(k.to_str().unwrap().to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        marque(&args, &[]).expect_code(0);
+        out.to_owned()
+    };
+    let accept = |bundle: &Path| {
+        marque(
+            &[
+                "node",
+                "trust",
+                "--state",
+                node.to_str().unwrap(),
+                "--bundle",
+                bundle.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let both: [&Path; 2] = [&k1, &k2];
+    let v1 = publish("1", "edge", &both, &dir.join("v1"));
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&v1).unwrap()).unwrap();
+    assert_eq!(
+        bundle["payloadType"],
+        "application/vnd.marque.trust-bundle.v1+json"
+    );
+    assert!(
+        accept(&v1)
+            .expect_code(0)
+            .stderr
+            .contains("Accepted trust bundle v1")
+    );
+    assert!(
+        accept(&v1)
+            .expect_code(0)
+            .stderr
+            .contains("already in force")
+    );
+    // Below the threshold, another segment, a rollback, a tampered file.
+    let weak = publish("2", "edge", &[&k1], &dir.join("weak"));
+    let out = accept(&weak);
+    out.expect_code(1);
+    assert!(out.stderr.contains("1 of 2 required"), "{}", out.stderr);
+    let core = publish("2", "core", &both, &dir.join("core"));
+    let out = accept(&core);
+    out.expect_code(1);
+    assert!(out.stderr.contains("segment \"core\""), "{}", out.stderr);
+    let v3 = publish("3", "edge", &both, &dir.join("v3"));
+    accept(&v3).expect_code(0);
+    let v2 = publish("2", "edge", &both, &dir.join("v2"));
+    let out = accept(&v2);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("rollback") && out.stderr.contains("stays (v3)"),
+        "{}",
+        out.stderr
+    );
+    let mut bytes = std::fs::read(&v3).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    let tampered = dir.join("tampered");
+    std::fs::write(&tampered, bytes).unwrap();
+    accept(&tampered).expect_code(1);
+    // Published to a registry too, as an OCI artifact.
+    if let Some(reg) = registry() {
+        let repo = unique_repo("trust");
+        let out = marque(
+            &[
+                "trust",
+                "publish",
+                "--segment",
+                "edge",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--bundle-version",
+                "4",
+                "--key",
+                k1.to_str().unwrap(),
+                "--key",
+                k2.to_str().unwrap(),
+                "--to",
+                &format!("{}/{repo}", reg.addr()),
+            ],
+            &[],
+        );
+        out.expect_code(0);
+        let m: serde_json::Value = serde_json::from_slice(
+            &get_manifest(&reg.addr(), &repo, "trust-edge").expect("pushed"),
+        )
+        .unwrap();
+        assert_eq!(m["artifactType"], "application/vnd.marque.trust-bundle.v1");
+        assert_eq!(m["annotations"]["dev.marque.trust.version"], "4");
+    }
+}

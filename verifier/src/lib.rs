@@ -24,6 +24,7 @@ pub mod referrers;
 pub mod registry;
 pub mod save;
 pub mod sign;
+pub mod trust;
 pub mod verify;
 
 pub use digest::Digest;

@@ -65,8 +65,16 @@ pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
         }),
         false => None,
     };
-    let authority = Authority::new(issuer, chain, root_pem, rotation, state, args.node_ttl)
+    let mut authority = Authority::new(issuer, chain, root_pem, rotation, state, args.node_ttl)
         .with_context(|| format!("{}: not a cluster CA", args.ca.display()))?;
+    let signers_path = args.ca.join("trust-signers.json");
+    if signers_path.exists() {
+        let signers: marque_verifier::trust::Signers =
+            serde_json::from_slice(&super::read_file(&signers_path, "trust signers")?)
+                .with_context(|| signers_path.display().to_string())?;
+        signers.parse()?;
+        authority = authority.with_trust_signers(signers);
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -307,6 +315,7 @@ pub(super) async fn node(command: NodeCommand) -> anyhow::Result<Status> {
                 },
             )
         }
+        NodeCommand::Trust(args) => node_trust(args),
         NodeCommand::Renew(args) if args.watch => {
             let dir = NodeDir::new(&args.state);
             marque_verifier::cluster::node::keep_renewed(&dir, |info| {
@@ -432,4 +441,73 @@ pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Sta
         "Rotation started: restart `ca serve` to issue with the new root. Nodes trust it as they renew (the old root vouches for it); when they all have, run `marque ca rotate-root --finish`."
     );
     Ok(Status::Ok)
+}
+
+/// `marque ca trust-signers`: the keys (and threshold) that sign trust
+/// bundles, handed to nodes when they join.
+pub(super) fn trust_signers(args: crate::args::CaTrustSignersArgs) -> anyhow::Result<Status> {
+    let keys = args
+        .signers
+        .iter()
+        .map(|p| {
+            let pem = super::read_file(p, "signer public key")?;
+            marque_keys::PublicKey::from_pem(&pem)
+                .map(|k| k.to_pem())
+                .with_context(|| p.display().to_string())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let signers = marque_verifier::trust::Signers {
+        keys,
+        threshold: args.threshold,
+    };
+    signers.parse()?;
+    super::ca::write(
+        &args.ca.join("trust-signers.json"),
+        &serde_json::to_vec_pretty(&signers)?,
+        0o644,
+    )?;
+    eprintln!(
+        "Nodes joining from now on will require {} of these {} keys on their first trust bundle (restart ca serve).",
+        signers.threshold,
+        signers.keys.len()
+    );
+    Ok(Status::Ok)
+}
+
+/// `marque node trust --bundle FILE`: accept a trust bundle if it passes
+/// every check; otherwise keep the one in force.
+pub(super) fn node_trust(args: crate::args::NodeTrustArgs) -> anyhow::Result<Status> {
+    let dir = NodeDir::new(&args.state);
+    let accepted = marque_verifier::trust::Accepted::new(&dir.trust_dir());
+    let bytes = super::read_file(&args.bundle, "trust bundle")?;
+    let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+    match accepted.accept(&bytes, now) {
+        Ok(true) => {
+            let b = accepted
+                .current()?
+                .context("the accepted bundle vanished")?;
+            eprintln!(
+                "Accepted trust bundle v{} for segment {}.",
+                b.version, b.segment
+            );
+            Ok(Status::Ok)
+        }
+        Ok(false) => {
+            eprintln!("This trust bundle is already in force.");
+            Ok(Status::Ok)
+        }
+        Err(e) => {
+            let current = accepted
+                .current()
+                .ok()
+                .flatten()
+                .map(|b| format!("v{}", b.version))
+                .unwrap_or_else(|| "none".to_owned());
+            eprintln!(
+                "REFUSED {}: {e}; the bundle in force stays ({current}).",
+                args.bundle.display()
+            );
+            Ok(Status::Failed)
+        }
+    }
 }

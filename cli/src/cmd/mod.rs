@@ -8,6 +8,7 @@ mod policy;
 mod provenance;
 mod save;
 mod sign;
+mod trust;
 mod verify;
 
 use std::path::Path;
@@ -34,7 +35,9 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<Status> {
         Command::Ca(CaCommand::Node(command)) => cluster::nodes(command),
         Command::Ca(CaCommand::IssueAdmin(args)) => cluster::issue_admin(args),
         Command::Ca(CaCommand::RotateRoot(args)) => cluster::rotate_root(args),
+        Command::Ca(CaCommand::TrustSigners(args)) => cluster::trust_signers(args),
         Command::Node(command) => cluster::node(command).await,
+        Command::Trust(crate::args::TrustCommand::Publish(args)) => trust::publish(args).await,
         Command::VerifyAttestation(args) => attest::verify(args).await,
         Command::Provenance(args) => provenance::run(args),
         Command::Save(args) => save::run(args).await,

@@ -95,6 +95,30 @@ pub fn sign(
     Ok(serde_json::to_vec(&envelope).unwrap_or_default())
 }
 
+/// Signs `body` as `payload_type` with every key in `keys` (one signature
+/// each, `keyid` set to the key id as a hint) and returns the envelope.
+pub fn sign_all(
+    payload_type: &str,
+    body: &[u8],
+    keys: &[&SigningKey],
+) -> Result<Envelope, marque_keys::Error> {
+    let message = pae(payload_type, body);
+    let signatures = keys
+        .iter()
+        .map(|k| {
+            Ok(EnvelopeSignature {
+                keyid: k.public_key().key_id().to_string(),
+                sig: STANDARD.encode(k.sign(&message)?),
+            })
+        })
+        .collect::<Result<Vec<_>, marque_keys::Error>>()?;
+    Ok(Envelope {
+        payload_type: payload_type.to_owned(),
+        payload: STANDARD.encode(body),
+        signatures,
+    })
+}
+
 fn decode(s: &str) -> Option<Vec<u8>> {
     STANDARD.decode(s).or_else(|_| URL_SAFE.decode(s)).ok()
 }
@@ -116,6 +140,30 @@ impl Envelope {
         self.verify_with(expected_type, |message, sig| {
             keys.iter().position(|k| k.verify(message, sig).is_ok())
         })
+    }
+
+    /// Checks the payload type, then every signature against `keys`.
+    /// Returns the payload and the indexes of the distinct keys that made a
+    /// valid signature (a key that signed twice counts once).
+    pub fn verified_signers(
+        &self,
+        expected_type: &str,
+        keys: &[PublicKey],
+    ) -> Result<(Vec<u8>, std::collections::BTreeSet<usize>), DsseError> {
+        if self.payload_type != expected_type {
+            return Err(DsseError::PayloadType {
+                found: self.payload_type.clone(),
+                expected: expected_type.to_owned(),
+            });
+        }
+        let body = decode(&self.payload).ok_or(DsseError::PayloadEncoding)?;
+        let message = pae(&self.payload_type, &body);
+        let mut signers = std::collections::BTreeSet::new();
+        for s in &self.signatures {
+            let Some(sig) = decode(&s.sig) else { continue };
+            signers.extend(keys.iter().position(|k| k.verify(&message, &sig).is_ok()));
+        }
+        Ok((body, signers))
     }
 
     /// Checks the payload type, then offers each signature, with the PAE it

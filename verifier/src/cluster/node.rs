@@ -96,6 +96,11 @@ impl NodeDir {
         self.path.join(name)
     }
 
+    /// Where the node keeps its accepted trust bundle.
+    pub fn trust_dir(&self) -> PathBuf {
+        self.path.join("trust")
+    }
+
     /// Reads `node.json`.
     pub fn info(&self) -> Result<NodeInfo, ClusterError> {
         let path = self.file("node.json");
@@ -411,6 +416,16 @@ fn finish(
         }
     }
     dir.write(key, cert_pem, &root_pem, next_pem.as_deref(), &info)?;
+    // The trust-bundle signers come over the channel pinned to the root;
+    // the first bundle must be signed by them (later ones by the previous
+    // bundle's signers).
+    if let Some(signers) = answer.get("trust_signers").filter(|v| !v.is_null()) {
+        let signers: crate::trust::Signers = serde_json::from_value(signers.clone())
+            .map_err(|e| ClusterError::Protocol(format!("trust_signers: {e}")))?;
+        crate::trust::Accepted::new(&dir.trust_dir())
+            .pin(&signers, &info.segment)
+            .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+    }
     Ok(info)
 }
 

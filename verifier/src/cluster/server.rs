@@ -51,6 +51,7 @@ pub struct Authority {
     root_der: CertificateDer<'static>,
     root_pem: String,
     rotation: Option<Rotation>,
+    trust_signers: Option<crate::trust::Signers>,
     state: StateDir,
     node_lifetime: Duration,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
@@ -204,10 +205,19 @@ impl Authority {
             root_der,
             root_pem,
             rotation,
+            trust_signers: None,
             state,
             node_lifetime,
             failures: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Hands `signers` (the trust-bundle signing keys and threshold) to
+    /// every node that joins or renews, over the channel pinned to the
+    /// cluster root.
+    pub fn with_trust_signers(mut self, signers: crate::trust::Signers) -> Authority {
+        self.trust_signers = Some(signers);
+        self
     }
 
     /// The cluster's trust domain.
@@ -236,6 +246,9 @@ impl Authority {
         if let Some(r) = &self.rotation {
             v["next_root"] = r.next_root_pem.clone().into();
             v["cross"] = r.cross_pem.clone().into();
+        }
+        if let Some(t) = &self.trust_signers {
+            v["trust_signers"] = serde_json::to_value(t).unwrap_or_default();
         }
         v
     }

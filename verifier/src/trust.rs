@@ -1,0 +1,561 @@
+//! Signed trust bundles: what a node enforces, for one segment.
+//!
+//! A bundle is a JSON document in a DSSE envelope (payload type
+//! [`PAYLOAD_TYPE`]) signed by a threshold of bundle-signing keys. It holds
+//! the policy (TOML text) and the files it names (keys, CA roots), the
+//! revocations, the segment, a version and an expiry, and the signing keys
+//! and threshold that the *next* version must satisfy — so signing keys
+//! rotate through the bundles themselves, as TUF's root does.
+//!
+//! A node accepts a bundle ([`Accepted::accept`]) only if:
+//! - a threshold of the keys it already trusts signed it (the previous
+//!   bundle's signers, or the keys pinned at join for the first one), and a
+//!   threshold of the bundle's own signers signed it too;
+//! - its version is not lower than the last accepted one (rollback), which
+//!   is persisted;
+//! - it has not expired at the time taken once for this update (freeze);
+//! - its segment is the node's.
+//!
+//! A bundle that fails changes nothing: the last good one stays in force.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use marque_keys::{PublicKey, SigningKey};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::dsse::{self, Envelope};
+
+/// The DSSE payload type of a trust bundle.
+pub const PAYLOAD_TYPE: &str = "application/vnd.marque.trust-bundle.v1+json";
+/// Largest bundle read.
+pub const MAX_BUNDLE_BYTES: u64 = 4 << 20;
+
+/// Why a bundle was refused or could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// Not a well-formed bundle.
+    #[error("malformed trust bundle: {0}")]
+    Malformed(String),
+    /// Too few trusted signatures.
+    #[error("trust bundle v{version}: {found} of {threshold} required signatures by {whose} keys")]
+    Threshold {
+        /// The bundle's version.
+        version: u64,
+        /// Valid distinct signatures found.
+        found: usize,
+        /// Required.
+        threshold: usize,
+        /// `trusted` (the previous bundle's) or `its own`.
+        whose: &'static str,
+    },
+    /// A lower version than the one in force.
+    #[error(
+        "trust bundle v{offered} is older than v{current}, the one in force: refusing a rollback"
+    )]
+    Rollback {
+        /// Offered.
+        offered: u64,
+        /// In force.
+        current: u64,
+    },
+    /// The same version with other content.
+    #[error(
+        "trust bundle v{0} differs from the v{0} in force: refusing it (versions must increase)"
+    )]
+    SameVersionDifferent(u64),
+    /// Expired at the update time.
+    #[error("trust bundle v{version} expired at {expires} (now {now})")]
+    Expired {
+        /// The bundle's version.
+        version: u64,
+        /// Its expiry (Unix seconds).
+        expires: u64,
+        /// The update time (Unix seconds).
+        now: u64,
+    },
+    /// For another segment.
+    #[error("trust bundle is for segment {found:?}, this node is in {expected:?}")]
+    WrongSegment {
+        /// The bundle's segment.
+        found: String,
+        /// The node's.
+        expected: String,
+    },
+    /// Local files.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A key problem.
+    #[error(transparent)]
+    Key(#[from] marque_keys::Error),
+}
+
+/// Who signs the next bundle, and how many of them must.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signers {
+    /// Public keys, PEM.
+    pub keys: Vec<String>,
+    /// Distinct signatures required.
+    pub threshold: usize,
+}
+
+impl Signers {
+    /// The keys, parsed (and refused when repeated, or when the threshold
+    /// cannot be met).
+    pub fn parse(&self) -> Result<Vec<PublicKey>, TrustError> {
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| PublicKey::from_pem(k.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids: Vec<_> = keys.iter().map(|k| k.key_id().to_string()).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != keys.len() {
+            return Err(TrustError::Malformed(
+                "a signing key is listed twice".into(),
+            ));
+        }
+        if self.threshold == 0 || self.threshold > keys.len() {
+            return Err(TrustError::Malformed(format!(
+                "threshold {} with {} signing keys",
+                self.threshold,
+                keys.len()
+            )));
+        }
+        Ok(keys)
+    }
+}
+
+/// Revocations a bundle carries, beyond those in its policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocations {
+    /// Image digests.
+    #[serde(default)]
+    pub digests: Vec<String>,
+    /// Signing key ids.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Certificate serials.
+    #[serde(default)]
+    pub serials: Vec<String>,
+    /// Removed node ids (the CA's denylist).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+/// A trust bundle's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Increases with every bundle for the segment.
+    pub version: u64,
+    /// The segment it is for.
+    pub segment: String,
+    /// Unix seconds after which it must not be used.
+    pub expires: u64,
+    /// The policy, TOML.
+    pub policy: String,
+    /// Files the policy names (relative path → content).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Revocations.
+    #[serde(default)]
+    pub revocations: Revocations,
+    /// Who signs the next version (and co-signed this one).
+    pub signers: Signers,
+}
+
+impl Bundle {
+    /// Signs the bundle with `keys` into a DSSE envelope (JSON bytes).
+    pub fn sign(&self, keys: &[&SigningKey]) -> Result<Vec<u8>, TrustError> {
+        let body = serde_json::to_vec(self).map_err(|e| TrustError::Malformed(e.to_string()))?;
+        let envelope = dsse::sign_all(PAYLOAD_TYPE, &body, keys)?;
+        serde_json::to_vec(&envelope).map_err(|e| TrustError::Malformed(e.to_string()))
+    }
+}
+
+/// Verifies `envelope` against `trusted` (and its own signers) without
+/// any state: signatures only. Returns the bundle.
+pub fn verify_signatures(envelope: &[u8], trusted: &Signers) -> Result<Bundle, TrustError> {
+    if envelope.len() as u64 > MAX_BUNDLE_BYTES {
+        return Err(TrustError::Malformed(format!(
+            "larger than {MAX_BUNDLE_BYTES} bytes"
+        )));
+    }
+    let env = Envelope::parse(envelope).map_err(|e| TrustError::Malformed(e.to_string()))?;
+    let trusted_keys = trusted.parse()?;
+    let (body, by_trusted) = env
+        .verified_signers(PAYLOAD_TYPE, &trusted_keys)
+        .map_err(|e| TrustError::Malformed(e.to_string()))?;
+    let bundle: Bundle =
+        serde_json::from_slice(&body).map_err(|e| TrustError::Malformed(e.to_string()))?;
+    if by_trusted.len() < trusted.threshold {
+        return Err(TrustError::Threshold {
+            version: bundle.version,
+            found: by_trusted.len(),
+            threshold: trusted.threshold,
+            whose: "trusted",
+        });
+    }
+    // The new signers must also vouch for it: a rotation is signed by both
+    // the old threshold and the new one.
+    let own = bundle.signers.parse()?;
+    let (_, by_own) = env
+        .verified_signers(PAYLOAD_TYPE, &own)
+        .map_err(|e| TrustError::Malformed(e.to_string()))?;
+    if by_own.len() < bundle.signers.threshold {
+        return Err(TrustError::Threshold {
+            version: bundle.version,
+            found: by_own.len(),
+            threshold: bundle.signers.threshold,
+            whose: "its own",
+        });
+    }
+    Ok(bundle)
+}
+
+/// The key and CA files `policy` (read from `policy_path`) names, read
+/// from its directory, for bundling with it. Names must be relative and
+/// stay inside the policy's directory; files are at most 1 MiB of text.
+pub fn policy_files(
+    policy_path: &Path,
+    policy: &str,
+) -> Result<BTreeMap<String, String>, TrustError> {
+    let value: toml::Value = toml::from_str(policy)
+        .map_err(|e| TrustError::Malformed(format!("{}: {e}", policy_path.display())))?;
+    let base = policy_path.parent().unwrap_or(Path::new("."));
+    let mut names = Vec::new();
+    let list = |v: Option<&toml::Value>| v.and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    for scope in list(value.get("scope")) {
+        for authority in list(scope.get("authority")) {
+            for k in list(authority.get("keys")) {
+                names.extend(k.as_str().map(str::to_owned));
+            }
+            for field in ["ca_roots", "ca_intermediates"] {
+                names.extend(
+                    authority
+                        .get(field)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    for name in names {
+        if Path::new(&name).is_absolute() || name.split('/').any(|p| p == "..") {
+            return Err(TrustError::Malformed(format!(
+                "{}: {name:?}: a bundled policy must name its files relative to the policy, inside its directory",
+                policy_path.display()
+            )));
+        }
+        let path = base.join(&name);
+        let meta = std::fs::metadata(&path).map_err(|source| TrustError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.len() > 1 << 20 {
+            return Err(TrustError::Malformed(format!("{name}: larger than 1 MiB")));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| TrustError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        files.insert(name, text);
+    }
+    Ok(files)
+}
+
+/// What a node has accepted, kept in a directory: `bundle.json` (the
+/// envelope in force) and `trust-state.json` (its version, and the signers
+/// the next one must satisfy). Both are written atomically.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrustState {
+    version: u64,
+    signers: Signers,
+    segment: String,
+}
+
+impl Accepted {
+    /// The trust directory of a node.
+    pub fn new(dir: &Path) -> Accepted {
+        Accepted {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> TrustError {
+        let path = path.to_owned();
+        move |source| TrustError::Io {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    fn state(&self) -> Result<Option<TrustState>, TrustError> {
+        let path = self.dir.join("trust-state.json");
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| TrustError::Malformed(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(&path)(e)),
+        }
+    }
+
+    /// Pins the signers the first bundle must satisfy (from the join
+    /// response), unless a bundle was already accepted.
+    pub fn pin(&self, signers: &Signers, segment: &str) -> Result<(), TrustError> {
+        signers.parse()?;
+        if self.state()?.is_some() {
+            return Ok(());
+        }
+        self.write_state(&TrustState {
+            version: 0,
+            signers: signers.clone(),
+            segment: segment.to_owned(),
+        })
+    }
+
+    fn write_state(&self, state: &TrustState) -> Result<(), TrustError> {
+        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        let path = self.dir.join("trust-state.json");
+        let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+        crate::registry::layout::write_atomically(&self.dir, &path, &bytes).map_err(self.io(&path))
+    }
+
+    /// The bundle in force, re-verified from disk against the signers that
+    /// were trusted when it was accepted (a corrupted file is refused).
+    pub fn current(&self) -> Result<Option<Bundle>, TrustError> {
+        let Some(state) = self.state()? else {
+            return Ok(None);
+        };
+        if state.version == 0 {
+            return Ok(None);
+        }
+        let path = self.dir.join("bundle.json");
+        let bytes = std::fs::read(&path).map_err(self.io(&path))?;
+        let env = Envelope::parse(&bytes).map_err(|e| TrustError::Malformed(e.to_string()))?;
+        let keys = state.signers.parse()?;
+        let (body, signers) = env
+            .verified_signers(PAYLOAD_TYPE, &keys)
+            .map_err(|e| TrustError::Malformed(e.to_string()))?;
+        let bundle: Bundle =
+            serde_json::from_slice(&body).map_err(|e| TrustError::Malformed(e.to_string()))?;
+        if signers.len() < state.signers.threshold || bundle.version != state.version {
+            return Err(TrustError::Malformed(format!(
+                "{}: does not match the accepted trust state (corrupted or replaced)",
+                path.display()
+            )));
+        }
+        Ok(Some(bundle))
+    }
+
+    /// Accepts `envelope` if it passes every check at `now` (Unix seconds,
+    /// taken once per update); otherwise changes nothing and says why.
+    /// `Ok(false)`: the same bundle is already in force.
+    pub fn accept(&self, envelope: &[u8], now: u64) -> Result<bool, TrustError> {
+        let state = self.state()?.ok_or_else(|| {
+            TrustError::Malformed("no bundle signers pinned for this node".into())
+        })?;
+        let bundle = verify_signatures(envelope, &state.signers)?;
+        if bundle.segment != state.segment {
+            return Err(TrustError::WrongSegment {
+                found: bundle.segment,
+                expected: state.segment,
+            });
+        }
+        if bundle.version < state.version {
+            return Err(TrustError::Rollback {
+                offered: bundle.version,
+                current: state.version,
+            });
+        }
+        if bundle.version == state.version {
+            let same = self.current()?.as_ref() == Some(&bundle);
+            return if same {
+                Ok(false)
+            } else {
+                Err(TrustError::SameVersionDifferent(bundle.version))
+            };
+        }
+        if now >= bundle.expires {
+            return Err(TrustError::Expired {
+                version: bundle.version,
+                expires: bundle.expires,
+                now,
+            });
+        }
+        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        let path = self.dir.join("bundle.json");
+        crate::registry::layout::write_atomically(&self.dir, &path, envelope)
+            .map_err(self.io(&path))?;
+        // The state last: a crash in between leaves the old state, under
+        // which the new file fails verification and is refused until the
+        // update is retried.
+        self.write_state(&TrustState {
+            version: bundle.version,
+            signers: bundle.signers.clone(),
+            segment: state.segment,
+        })?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marque_keys::Algorithm;
+
+    fn key() -> SigningKey {
+        SigningKey::generate(Algorithm::EcdsaP256Sha256).unwrap()
+    }
+
+    fn signers(keys: &[&SigningKey], threshold: usize) -> Signers {
+        Signers {
+            keys: keys.iter().map(|k| k.public_key().to_pem()).collect(),
+            threshold,
+        }
+    }
+
+    fn bundle(version: u64, segment: &str, s: Signers) -> Bundle {
+        Bundle {
+            version,
+            segment: segment.into(),
+            expires: 2_000_000_000,
+            policy: "version = 1\n".into(),
+            files: BTreeMap::new(),
+            revocations: Revocations::default(),
+            signers: s,
+        }
+    }
+
+    #[test]
+    fn threshold_rollback_freeze_segment_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (key(), key(), key());
+        let two_of_three = signers(&[&a, &b, &c], 2);
+        let node = Accepted::new(dir.path());
+        node.pin(&two_of_three, "edge").unwrap();
+        let now = 1_900_000_000;
+
+        // One signature of the two required.
+        let v1 = bundle(1, "edge", two_of_three.clone());
+        let e = node.accept(&v1.sign(&[&a]).unwrap(), now).unwrap_err();
+        assert!(matches!(e, TrustError::Threshold { found: 1, .. }), "{e}");
+        // The same key twice is still one signer.
+        let e = node.accept(&v1.sign(&[&a, &a]).unwrap(), now).unwrap_err();
+        assert!(matches!(e, TrustError::Threshold { found: 1, .. }), "{e}");
+        assert!(node.accept(&v1.sign(&[&a, &b]).unwrap(), now).unwrap());
+        assert!(!node.accept(&v1.sign(&[&b, &c]).unwrap(), now).unwrap());
+        assert_eq!(node.current().unwrap().unwrap().version, 1);
+
+        // Another segment, an expired bundle, a rollback: refused, and v1
+        // stays in force.
+        let e = node
+            .accept(
+                &bundle(2, "core", two_of_three.clone())
+                    .sign(&[&a, &b])
+                    .unwrap(),
+                now,
+            )
+            .unwrap_err();
+        assert!(matches!(e, TrustError::WrongSegment { .. }), "{e}");
+        let mut expired = bundle(2, "edge", two_of_three.clone());
+        expired.expires = now - 1;
+        let e = node
+            .accept(&expired.sign(&[&a, &b]).unwrap(), now)
+            .unwrap_err();
+        assert!(matches!(e, TrustError::Expired { .. }), "{e}");
+        let mut other_v1 = v1.clone();
+        other_v1.policy = "version = 1\n# changed\n".into();
+        let e = node
+            .accept(&other_v1.sign(&[&a, &b]).unwrap(), now)
+            .unwrap_err();
+        assert!(matches!(e, TrustError::SameVersionDifferent(1)), "{e}");
+        assert_eq!(node.current().unwrap().unwrap(), v1);
+
+        // Rotation: v2 hands over to {d, e}; it needs 2 of {a, b, c} and
+        // 2 of {d, e}.
+        let (d, e_) = (key(), key());
+        let new_signers = signers(&[&d, &e_], 2);
+        let v2 = bundle(2, "edge", new_signers.clone());
+        let err = node.accept(&v2.sign(&[&d, &e_]).unwrap(), now).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrustError::Threshold {
+                    whose: "trusted",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = node
+            .accept(&v2.sign(&[&a, &b, &d]).unwrap(), now)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrustError::Threshold {
+                    whose: "its own",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            node.accept(&v2.sign(&[&a, &b, &d, &e_]).unwrap(), now)
+                .unwrap()
+        );
+        // From now on the old keys are not enough, and v1 is a rollback.
+        let v3 = bundle(3, "edge", new_signers.clone());
+        assert!(node.accept(&v3.sign(&[&a, &b]).unwrap(), now).is_err());
+        let e = node.accept(&v1.sign(&[&a, &b]).unwrap(), now).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TrustError::Threshold { .. } | TrustError::Rollback { .. }
+            ),
+            "{e}"
+        );
+        let v1_by_new = bundle(1, "edge", new_signers.clone());
+        let e = node
+            .accept(&v1_by_new.sign(&[&d, &e_]).unwrap(), now)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TrustError::Rollback {
+                    offered: 1,
+                    current: 2
+                }
+            ),
+            "{e}"
+        );
+
+        // The state survives a restart (a new handle), and a corrupted
+        // bundle file is detected.
+        let again = Accepted::new(dir.path());
+        assert_eq!(again.current().unwrap().unwrap().version, 2);
+        let path = dir.path().join("bundle.json");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x20;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(again.current().is_err());
+    }
+}
