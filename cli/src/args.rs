@@ -413,12 +413,31 @@ pub(crate) enum NodeCommand {
     Join(NodeJoinArgs),
     /// Show this node's identity: id, role, segment, expiry, CA pin.
     Status(NodeStateArgs),
+    /// Write the accepted bundle's policy for CRI-O/podman/skopeo:
+    /// policy.json, registries.d/marque.yaml and the keys.
+    #[command(
+        after_help = "Examples:\n  marque node export --format containers-policy --state /var/lib/marque/node --out /etc/containers\n\nOnly what policy.json expresses exactly is exported (exact or /** scopes,\nkey authorities with threshold 1, skip); anything else is an error, never a\nweaker policy."
+    )]
+    Export(NodeExportArgs),
     /// Accept a signed trust bundle (threshold, version, expiry and segment
     /// checked; a refused bundle leaves the one in force).
     Trust(NodeTrustArgs),
     /// Renew the node certificate now, with a fresh key (with --watch:
     /// keep it renewed at a point between 50% and 80% of each lifetime).
     Renew(NodeRenewArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeExportArgs {
+    /// The node's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state: PathBuf,
+    /// What to write.
+    #[arg(long, value_parser = ["containers-policy"])]
+    pub(crate) format: String,
+    /// Directory to write to (created).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -287,3 +287,149 @@ fn skopeo_policy_accepts_marque_signed_and_rejects_unsigned() {
         out.stderr
     );
 }
+
+#[test]
+fn exported_containers_policy_makes_skopeo_decide_as_marque() {
+    let Some(p) = peers() else { return };
+    let (team_key, _team_pub) = plain_key(p.dir.path(), "team");
+    let (ops_key, ops_pub) = plain_key(p.dir.path(), "ops");
+    let ns = unique_repo("exp");
+    let signed = format!("{ns}/signed");
+    let unsigned = format!("{ns}/unsigned");
+    support::push_sample_image(&p.addr, &signed, "v1");
+    support::push_sample_image(&p.addr, &unsigned, "v1");
+    marque(
+        &[
+            "sign",
+            "--key",
+            team_key.to_str().unwrap(),
+            &format!("{}/{signed}:v1", p.addr),
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let policy = p.path("policy.toml");
+    let write_policy = |threshold: &str| {
+        std::fs::write(
+            &policy,
+            format!(
+                "version = 1\n[[scope]]\nmatch = [\"{}/{ns}/**\"]\n[[scope.authority]]\nname = \"team\"\nkeys = [\"team.pub\", \"ops.pub\"]\nthreshold = {threshold}\n",
+                p.addr
+            ),
+        )
+        .unwrap();
+    };
+    write_policy("1");
+    // A node whose bundle signer is `ops`, with a bundle for this policy.
+    let node = p.path("node");
+    marque_verifier::trust::Accepted::new(&node.join("trust"))
+        .pin(
+            &marque_verifier::trust::Signers {
+                keys: vec![std::fs::read_to_string(&ops_pub).unwrap()],
+                threshold: 1,
+            },
+            "edge",
+        )
+        .unwrap();
+    let publish_and_accept = |version: &str| {
+        let bundle = p.path(&format!("bundle-{version}"));
+        marque(
+            &[
+                "trust",
+                "publish",
+                "--segment",
+                "edge",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--bundle-version",
+                version,
+                "--key",
+                ops_key.to_str().unwrap(),
+                "--out",
+                bundle.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .expect_code(0);
+        marque(
+            &[
+                "node",
+                "trust",
+                "--state",
+                node.to_str().unwrap(),
+                "--bundle",
+                bundle.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .expect_code(0);
+    };
+    publish_and_accept("1");
+    let out_dir = p.path("containers");
+    let export = || {
+        marque(
+            &[
+                "node",
+                "export",
+                "--format",
+                "containers-policy",
+                "--state",
+                node.to_str().unwrap(),
+                "--out",
+                out_dir.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    export().expect_code(0);
+    let skopeo_pull = |repo: &str| {
+        run(Command::new(&p.skopeo)
+            .arg("--policy")
+            .arg(out_dir.join("policy.json"))
+            .arg("--registries.d")
+            .arg(out_dir.join("registries.d"))
+            .args([
+                "copy",
+                "--src-tls-verify=false",
+                &format!("docker://{}/{repo}:v1", p.addr),
+                &format!(
+                    "dir:{}",
+                    p.path(&format!("pulled-{}", repo.replace('/', "-")))
+                        .display()
+                ),
+            ])
+            .env("HOME", p.dir.path()))
+    };
+    let marque_verify = |repo: &str| {
+        marque(
+            &[
+                "verify",
+                "--policy",
+                policy.to_str().unwrap(),
+                &format!("{}/{repo}:v1", p.addr),
+            ],
+            &[],
+        )
+        .code
+    };
+    // The same decisions: the signed image is accepted by both, the
+    // unsigned one by neither, and a repository outside the scope is
+    // rejected by default by both.
+    skopeo_pull(&signed).expect_code(0);
+    assert_eq!(marque_verify(&signed), 0);
+    assert_ne!(skopeo_pull(&unsigned).code, 0);
+    assert_eq!(marque_verify(&unsigned), 1);
+    let (outside, _) = p.push("outside");
+    assert_ne!(skopeo_pull(&outside).code, 0);
+    assert_eq!(marque_verify(&outside), 1);
+    // A policy policy.json cannot express is refused, not weakened.
+    write_policy("2");
+    publish_and_accept("2");
+    let out = export();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("cannot express") && out.stderr.contains("2 distinct signers"),
+        "{}",
+        out.stderr
+    );
+}

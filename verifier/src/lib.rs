@@ -18,6 +18,7 @@ pub mod artifact;
 pub mod attest;
 pub mod cluster;
 pub mod digest;
+pub mod export;
 pub mod policy;
 pub mod reference;
 pub mod referrers;

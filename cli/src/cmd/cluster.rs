@@ -316,6 +316,7 @@ pub(super) async fn node(command: NodeCommand) -> anyhow::Result<Status> {
             )
         }
         NodeCommand::Trust(args) => node_trust(args),
+        NodeCommand::Export(args) => node_export(args),
         NodeCommand::Renew(args) if args.watch => {
             let dir = NodeDir::new(&args.state);
             marque_verifier::cluster::node::keep_renewed(&dir, |info| {
@@ -510,4 +511,35 @@ pub(super) fn node_trust(args: crate::args::NodeTrustArgs) -> anyhow::Result<Sta
             Ok(Status::Failed)
         }
     }
+}
+
+/// `marque node export --format containers-policy`.
+pub(super) fn node_export(args: crate::args::NodeExportArgs) -> anyhow::Result<Status> {
+    let dir = NodeDir::new(&args.state);
+    let bundle = marque_verifier::trust::Accepted::new(&dir.trust_dir())
+        .current()?
+        .context("no trust bundle has been accepted yet (marque node trust)")?;
+    let exported = marque_verifier::export::containers_policy(&bundle)?;
+    std::fs::create_dir_all(args.out.join("registries.d"))
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let out = std::fs::canonicalize(&args.out)?;
+    let keys = out.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    for (name, pem) in &exported.keys {
+        super::ca::write(&keys.join(name), pem.as_bytes(), 0o644)?;
+    }
+    let policy = serde_json::to_vec_pretty(&exported.with_key_dir(&keys))?;
+    super::ca::write(&out.join("policy.json"), &policy, 0o644)?;
+    super::ca::write(
+        &out.join("registries.d/marque.yaml"),
+        exported.registries_d.as_bytes(),
+        0o644,
+    )?;
+    eprintln!(
+        "Wrote policy.json, registries.d/marque.yaml and {} key(s) for trust bundle v{} to {}.",
+        exported.keys.len(),
+        bundle.version,
+        out.display()
+    );
+    Ok(Status::Ok)
 }
