@@ -413,6 +413,13 @@ pub(crate) enum NodeCommand {
     Join(NodeJoinArgs),
     /// Show this node's identity: id, role, segment, expiry, CA pin.
     Status(NodeStateArgs),
+    /// containerd's image verifier (bindir plugin): decide one pull with
+    /// the accepted trust bundle. Exit 0 allows it; the reason is on stdout.
+    #[command(
+        name = "verify-image",
+        after_help = "containerd runs every file in its verifier bin_dir as\n  FILE -name REF -digest sha256:… -stdin-media-type application/vnd.oci.descriptor.v1+json\nwith the resolved descriptor on stdin. Install a wrapper there:\n  #!/bin/sh\n  exec marque node verify-image --state /var/lib/marque/node \"$@\""
+    )]
+    VerifyImage(NodeVerifyImageArgs),
     /// Write the accepted bundle's policy for CRI-O/podman/skopeo:
     /// policy.json, registries.d/marque.yaml and the keys.
     #[command(
@@ -425,6 +432,24 @@ pub(crate) enum NodeCommand {
     /// Renew the node certificate now, with a fresh key (with --watch:
     /// keep it renewed at a point between 50% and 80% of each lifetime).
     Renew(NodeRenewArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeVerifyImageArgs {
+    /// The node's state directory.
+    #[arg(long, value_name = "DIR", env = "MARQUE_NODE_STATE")]
+    pub(crate) state: PathBuf,
+    /// The image reference being pulled.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The digest it resolved to.
+    #[arg(long)]
+    pub(crate) digest: String,
+    /// The media type of the descriptor on stdin.
+    #[arg(long, default_value = "application/vnd.oci.descriptor.v1+json")]
+    pub(crate) stdin_media_type: String,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]

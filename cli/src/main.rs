@@ -47,7 +47,7 @@ impl Status {
 }
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_from(containerd_flags(std::env::args_os().collect()));
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,4 +82,25 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// containerd runs image verifiers with single-dash long flags (`-name`,
+/// `-digest`, `-stdin-media-type`); for `node verify-image` they are read
+/// as the usual double-dash ones.
+fn containerd_flags(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let is_verifier = args.get(1).is_some_and(|a| a == "node")
+        && args.get(2).is_some_and(|a| a == "verify-image");
+    if is_verifier {
+        for a in args.iter_mut().skip(3) {
+            if let Some(flag) = a.to_str().and_then(|s| {
+                ["-name", "-digest", "-stdin-media-type"]
+                    .into_iter()
+                    .find(|f| s == *f || s.starts_with(&format!("{f}=")))
+                    .map(|_| format!("-{s}"))
+            }) {
+                *a = flag.into();
+            }
+        }
+    }
+    args
 }

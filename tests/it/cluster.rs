@@ -942,3 +942,136 @@ fn trust_bundles_signed_versioned_and_for_one_segment() {
         assert_eq!(m["annotations"]["dev.marque.trust.version"], "4");
     }
 }
+
+#[test]
+fn containerd_verifier_contract() {
+    use std::io::Write as _;
+    let Some(reg) = registry() else { return };
+    let addr = reg.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let (team_key, _) = plain_key(dir.path(), "team");
+    let (ops_key, ops_pub) = plain_key(dir.path(), "ops");
+    let ns = unique_repo("cv");
+    let signed = crate::support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
+    let unsigned = crate::support::push_sample_image(&addr, &format!("{ns}/unsigned"), "v1");
+    marque(
+        &[
+            "sign",
+            "--key",
+            team_key.to_str().unwrap(),
+            &format!("{addr}/{ns}/signed:v1"),
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let node = dir.path().join("node");
+    marque_verifier::trust::Accepted::new(&node.join("trust"))
+        .pin(
+            &marque_verifier::trust::Signers {
+                keys: vec![std::fs::read_to_string(&ops_pub).unwrap()],
+                threshold: 1,
+            },
+            "edge",
+        )
+        .unwrap();
+    let policy = dir.path().join("policy.toml");
+    let publish = |version: &str, revoked: &str| {
+        std::fs::write(
+            &policy,
+            format!(
+                "version = 1\n[[scope]]\nmatch = [\"{addr}/{ns}/**\"]\n[[scope.authority]]\nname = \"team\"\nkeys = [\"team.pub\"]\n[revocations]\ndigests = [{revoked}]\n"
+            ),
+        )
+        .unwrap();
+        let bundle = dir.path().join(format!("b{version}"));
+        marque(
+            &[
+                "trust",
+                "publish",
+                "--segment",
+                "edge",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--bundle-version",
+                version,
+                "--key",
+                ops_key.to_str().unwrap(),
+                "--out",
+                bundle.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .expect_code(0);
+        marque(
+            &[
+                "node",
+                "trust",
+                "--state",
+                node.to_str().unwrap(),
+                "--bundle",
+                bundle.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .expect_code(0);
+    };
+    // Exactly as containerd runs it: single-dash flags, descriptor on stdin.
+    let verify = |state: &Path, repo: &str, digest: &str, stdin_digest: &str| -> Out {
+        let mut child = Command::new(marque_bin())
+            .args(["node", "verify-image", "--state", state.to_str().unwrap()])
+            .args([
+                "-name",
+                &format!("{addr}/{ns}/{repo}:v1"),
+                "-digest",
+                digest,
+            ])
+            .args([
+                "-stdin-media-type",
+                "application/vnd.oci.descriptor.v1+json",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let descriptor = format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{stdin_digest}","size":1}}"#
+        );
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(descriptor.as_bytes())
+            .unwrap();
+        let start = std::time::Instant::now();
+        let out = child.wait_with_output().unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    // No bundle yet: every pull is denied (fails closed).
+    let out = verify(&node, "signed", &signed, &signed);
+    out.expect_code(1);
+    assert!(out.stdout.contains("no trust bundle"), "{}", out.stdout);
+    publish("1", "");
+    let out = verify(&node, "signed", &signed, &signed);
+    out.expect_code(0);
+    assert!(out.stdout.starts_with("ALLOWED"), "{}", out.stdout);
+    let out = verify(&node, "unsigned", &unsigned, &unsigned);
+    out.expect_code(1);
+    assert!(out.stdout.starts_with("DENIED"), "{}", out.stdout);
+    // A descriptor for another digest than -digest.
+    let other = format!("sha256:{}", "0".repeat(64));
+    let out = verify(&node, "signed", &signed, &other);
+    out.expect_code(1);
+    assert!(out.stdout.contains("is not -digest"), "{}", out.stdout);
+    // A new bundle revoking the signed digest takes effect at once.
+    publish("2", &format!("\"{signed}\""));
+    let out = verify(&node, "signed", &signed, &signed);
+    out.expect_code(1);
+    assert!(out.stdout.contains("is revoked"), "{}", out.stdout);
+    assert!(out.stdout.len() <= 32 << 10);
+}

@@ -286,6 +286,16 @@ impl Policy {
     /// Parses and validates `text` (read from `path`; relative key and
     /// root paths are taken from its directory). Every problem is returned.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, Vec<PolicyError>> {
+        Policy::parse_with(path, text, &|p| std::fs::read(p))
+    }
+
+    /// Like [`Policy::parse`], reading the key and CA files it names with
+    /// `read` (e.g. from a trust bundle instead of the disk).
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<Policy, Vec<PolicyError>> {
         let mut errors = Errors {
             path,
             text,
@@ -350,9 +360,13 @@ impl Policy {
             }
             let mut authorities = Vec::new();
             for (ai, a) in scope.authorities.iter().enumerate() {
-                if let Some(auth) =
-                    load_authority(a, base, &format!("{field}.authority[{ai}]"), &mut errors)
-                {
+                if let Some(auth) = load_authority(
+                    a,
+                    base,
+                    &format!("{field}.authority[{ai}]"),
+                    &mut errors,
+                    read,
+                ) {
                     authorities.push(auth);
                 }
             }
@@ -481,6 +495,34 @@ impl Policy {
         }
     }
 
+    /// Adds revocations (from a trust bundle) to the policy's own.
+    pub fn revoke(
+        &mut self,
+        digests: &[String],
+        keys: &[String],
+        serials: &[String],
+    ) -> Result<(), String> {
+        for d in digests {
+            self.revoked_digests.insert(
+                d.parse()
+                    .map_err(|e| format!("revoked digest {d:?}: {e}"))?,
+            );
+        }
+        for k in keys {
+            let id: marque_keys::KeyId = k
+                .parse()
+                .map_err(|_| format!("revoked key {k:?} is not sha256:<64 hex>"))?;
+            self.revoked_keys.insert(id.to_string());
+        }
+        for s in serials {
+            self.revoked_serials.insert(
+                marque_keys::certificate::normalize_serial(s)
+                    .ok_or_else(|| format!("revoked serial {s:?} is not hex"))?,
+            );
+        }
+        Ok(())
+    }
+
     /// Number of scopes.
     pub fn scope_count(&self) -> usize {
         self.scopes.len()
@@ -536,6 +578,7 @@ fn load_authority(
     base: &Path,
     field: &str,
     errors: &mut Errors<'_>,
+    read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
 ) -> Option<Authority> {
     let span = a.span();
     let a = a.get_ref();
@@ -565,7 +608,7 @@ fn load_authority(
             let mut ids = BTreeSet::new();
             for k in &a.keys {
                 let path = resolve(k.get_ref());
-                match std::fs::read(&path)
+                match read(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|d| PublicKey::from_pem(&d).map_err(|e| e.to_string()))
                 {
@@ -606,7 +649,7 @@ fn load_authority(
             use marque_keys::certificate::certificates_from_pem;
             let read = |p: &Spanned<String>, errors: &mut Errors<'_>, what: &str| {
                 let path = resolve(p.get_ref());
-                match std::fs::read(&path)
+                match read(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|d| certificates_from_pem(&d).map_err(|e| e.to_string()))
                 {

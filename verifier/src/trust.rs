@@ -174,6 +174,35 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// The bundle's policy, with its files read from the bundle and its
+    /// revocations added.
+    pub fn policy(&self) -> Result<crate::policy::Policy, TrustError> {
+        let base = Path::new("/bundle");
+        let read = |p: &Path| {
+            p.strip_prefix(base)
+                .ok()
+                .and_then(|rel| self.files.get(rel.to_str().unwrap_or_default()))
+                .map(|t| t.as_bytes().to_vec())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        let mut policy =
+            crate::policy::Policy::parse_with(&base.join("policy.toml"), &self.policy, &read)
+                .map_err(|errors| {
+                    TrustError::Malformed(
+                        errors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )
+                })?;
+        let r = &self.revocations;
+        policy
+            .revoke(&r.digests, &r.keys, &r.serials)
+            .map_err(TrustError::Malformed)?;
+        Ok(policy)
+    }
+
     /// Signs the bundle with `keys` into a DSSE envelope (JSON bytes).
     pub fn sign(&self, keys: &[&SigningKey]) -> Result<Vec<u8>, TrustError> {
         let body = serde_json::to_vec(self).map_err(|e| TrustError::Malformed(e.to_string()))?;

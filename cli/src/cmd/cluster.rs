@@ -317,6 +317,7 @@ pub(super) async fn node(command: NodeCommand) -> anyhow::Result<Status> {
         }
         NodeCommand::Trust(args) => node_trust(args),
         NodeCommand::Export(args) => node_export(args),
+        NodeCommand::VerifyImage(args) => verify_image(args).await,
         NodeCommand::Renew(args) if args.watch => {
             let dir = NodeDir::new(&args.state);
             marque_verifier::cluster::node::keep_renewed(&dir, |info| {
@@ -542,4 +543,114 @@ pub(super) fn node_export(args: crate::args::NodeExportArgs) -> anyhow::Result<S
         out.display()
     );
     Ok(Status::Ok)
+}
+
+/// containerd's image-verifier contract: the reason on stdout (at most
+/// 32 KiB), exit 0 to allow, anything else blocks. Fails closed: no bundle,
+/// an expired bundle, a bad descriptor or an unreachable registry block.
+async fn verify_image(args: crate::args::NodeVerifyImageArgs) -> anyhow::Result<Status> {
+    const LIMIT: usize = 32 << 10;
+    let say = |allowed: bool, reason: String| {
+        let mut reason = reason;
+        if reason.len() > LIMIT {
+            let mut cut = LIMIT;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        println!("{reason}");
+        if allowed { Status::Ok } else { Status::Failed }
+    };
+    // The whole decision must finish well inside containerd's 10 s.
+    let decision = tokio::time::timeout(Duration::from_secs(8), async {
+        let descriptor = {
+            use std::io::Read as _;
+            let mut buf = Vec::new();
+            std::io::stdin().take(64 << 10).read_to_end(&mut buf)?;
+            buf
+        };
+        if args.stdin_media_type != "application/vnd.oci.descriptor.v1+json" {
+            return Ok((
+                false,
+                format!("unexpected stdin media type {:?}", args.stdin_media_type),
+            ));
+        }
+        let d: serde_json::Value = match serde_json::from_slice(&descriptor) {
+            Ok(v) => v,
+            Err(e) => return Ok((false, format!("the descriptor on stdin is not JSON: {e}"))),
+        };
+        if d["digest"].as_str() != Some(args.digest.as_str()) {
+            return Ok((
+                false,
+                format!(
+                    "the descriptor's digest {} is not -digest {}",
+                    d["digest"], args.digest
+                ),
+            ));
+        }
+        let digest: marque_verifier::Digest = match args.digest.parse() {
+            Ok(d) => d,
+            Err(e) => return Ok((false, format!("-digest: {e}"))),
+        };
+        let dir = NodeDir::new(&args.state);
+        let accepted = marque_verifier::trust::Accepted::new(&dir.trust_dir());
+        let bundle = match accepted.current() {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Ok((
+                    false,
+                    "no trust bundle has been accepted: denying every pull".to_owned(),
+                ));
+            }
+            Err(e) => return Ok((false, format!("the trust bundle in force is unusable: {e}"))),
+        };
+        let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+        if now >= bundle.expires {
+            return Ok((
+                false,
+                format!(
+                    "trust bundle v{} expired: denying every pull",
+                    bundle.version
+                ),
+            ));
+        }
+        let policy = bundle.policy()?;
+        let image = marque_verifier::ImageRef::parse(&args.name)?.with_digest(digest);
+        let client = super::registry_client(&args.registry)?;
+        let repo = client.repository(&image);
+        let d = marque_verifier::policy::evaluate(
+            &policy,
+            &repo,
+            &image,
+            client.limits(),
+            std::time::SystemTime::now(),
+        )
+        .await?;
+        let verdict = if d.allowed { "ALLOWED" } else { "DENIED" };
+        Ok::<_, anyhow::Error>((
+            d.allowed,
+            format!(
+                "{verdict} {} by marque trust bundle v{}: {}",
+                args.name,
+                bundle.version,
+                d.reasons.join("; ")
+            ),
+        ))
+    })
+    .await;
+    Ok(match decision {
+        Ok(Ok((allowed, reason))) => say(allowed, reason),
+        Ok(Err(e)) => {
+            say(false, format!("DENIED {}: cannot decide: {e:#}", args.name));
+            Status::Error
+        }
+        Err(_) => {
+            say(
+                false,
+                format!("DENIED {}: no decision within 8 s", args.name),
+            );
+            Status::Error
+        }
+    })
 }
