@@ -1074,4 +1074,19 @@ fn containerd_verifier_contract() {
     out.expect_code(1);
     assert!(out.stdout.contains("is revoked"), "{}", out.stdout);
     assert!(out.stdout.len() <= 32 << 10);
+    // Every decision is one JSON line in the audit log.
+    let log = std::fs::read_to_string(node.join("audit.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["decision"], "deny");
+    assert!(lines[0]["bundle_version"].is_null());
+    assert_eq!(lines[1]["decision"], "allow");
+    assert_eq!(lines[1]["bundle_version"], 1);
+    assert_eq!(lines[1]["digest"], signed.as_str());
+    assert_eq!(lines[4]["decision"], "deny");
+    assert_eq!(lines[4]["bundle_version"], 2);
+    assert!(lines[4]["reason"].as_str().unwrap().contains("is revoked"));
 }

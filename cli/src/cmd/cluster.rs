@@ -639,18 +639,51 @@ async fn verify_image(args: crate::args::NodeVerifyImageArgs) -> anyhow::Result<
         ))
     })
     .await;
-    Ok(match decision {
-        Ok(Ok((allowed, reason))) => say(allowed, reason),
-        Ok(Err(e)) => {
-            say(false, format!("DENIED {}: cannot decide: {e:#}", args.name));
-            Status::Error
-        }
-        Err(_) => {
-            say(
-                false,
-                format!("DENIED {}: no decision within 8 s", args.name),
-            );
-            Status::Error
-        }
-    })
+    let (allowed, reason, status) = match decision {
+        Ok(Ok((allowed, reason))) => (allowed, reason, None),
+        Ok(Err(e)) => (
+            false,
+            format!("DENIED {}: cannot decide: {e:#}", args.name),
+            Some(Status::Error),
+        ),
+        Err(_) => (
+            false,
+            format!("DENIED {}: no decision within 8 s", args.name),
+            Some(Status::Error),
+        ),
+    };
+    audit(&args, allowed, &reason);
+    let shown = say(allowed, reason);
+    Ok(status.unwrap_or(shown))
+}
+
+/// Appends one JSON line per decision to `<state>/audit.jsonl`: time,
+/// image, digest, decision, reason, bundle version. A failure to log is
+/// reported on stderr; it does not change the decision.
+fn audit(args: &crate::args::NodeVerifyImageArgs, allowed: bool, reason: &str) {
+    use std::io::Write as _;
+    let dir = NodeDir::new(&args.state);
+    let version = marque_verifier::trust::Accepted::new(&dir.trust_dir())
+        .current()
+        .ok()
+        .flatten()
+        .map(|b| b.version);
+    let line = serde_json::json!({
+        "time": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "source": "containerd-verifier",
+        "image": args.name,
+        "digest": args.digest,
+        "decision": if allowed { "allow" } else { "deny" },
+        "reason": reason,
+        "bundle_version": version,
+    });
+    let path = args.state.join("audit.jsonl");
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = result {
+        eprintln!("marque: cannot write the audit log {}: {e}", path.display());
+    }
 }
