@@ -96,6 +96,26 @@ pub struct CaCertificate {
     pub key: SigningKey,
 }
 
+impl CaCertificate {
+    /// This CA as an rcgen issuer.
+    pub(crate) fn rcgen_issuer(&self) -> Result<Issuer<'_, KeyPair>, Error> {
+        Issuer::from_ca_cert_pem(&self.cert_pem, rcgen_key(&self.key)?)
+            .map_err(|e| cert_err(e.to_string()))
+    }
+}
+
+/// A new ECDSA P-256 key and `params` self-signed with it.
+fn self_signed(params: &CertificateParams) -> Result<CaCertificate, Error> {
+    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
+    let cert = params
+        .self_signed(&rcgen_key(&key)?)
+        .map_err(|e| cert_err(e.to_string()))?;
+    Ok(CaCertificate {
+        cert_pem: cert.pem(),
+        key,
+    })
+}
+
 /// Makes a self-signed root CA (ECDSA P-256) valid from `now` for
 /// `validity`. With `path_len` 1 it may sign one intermediate.
 pub fn new_root(
@@ -104,15 +124,7 @@ pub fn new_root(
     validity: Duration,
     path_len: u8,
 ) -> Result<CaCertificate, Error> {
-    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
-    let kp = rcgen_key(&key)?;
-    let cert = ca_params(common_name, now, validity, path_len)?
-        .self_signed(&kp)
-        .map_err(|e| cert_err(e.to_string()))?;
-    Ok(CaCertificate {
-        cert_pem: cert.pem(),
-        key,
-    })
+    self_signed(&ca_params(common_name, now, validity, path_len)?)
 }
 
 /// Makes a cluster root: like [`new_root`], named `marque cluster
@@ -126,15 +138,7 @@ pub fn new_cluster_root(
     validity: Duration,
     path_len: u8,
 ) -> Result<CaCertificate, Error> {
-    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
-    let kp = rcgen_key(&key)?;
-    let cert = cluster_root_params(trust_domain, now, validity, path_len)?
-        .self_signed(&kp)
-        .map_err(|e| cert_err(e.to_string()))?;
-    Ok(CaCertificate {
-        cert_pem: cert.pem(),
-        key,
-    })
+    self_signed(&cluster_root_params(trust_domain, now, validity, path_len)?)
 }
 
 fn cluster_root_params(
@@ -174,28 +178,15 @@ pub fn rotate_cluster_root(
     now: SystemTime,
     validity: Duration,
 ) -> Result<(CaCertificate, String), Error> {
-    let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
-    let kp = rcgen_key(&key)?;
     let params = cluster_root_params(trust_domain, now, validity, 0)?;
-    let new_root = params
-        .self_signed(&kp)
-        .map_err(|e| cert_err(e.to_string()))?;
+    let new_root = self_signed(&params)?;
     let mut cross = params;
     cross.serial_number = Some(random_serial()?);
     cross.use_authority_key_identifier_extension = true;
-    let old_kp = rcgen_key(&old.key)?;
-    let issuer =
-        Issuer::from_ca_cert_pem(&old.cert_pem, old_kp).map_err(|e| cert_err(e.to_string()))?;
     let cross = cross
-        .signed_by(&kp, &issuer)
+        .signed_by(&rcgen_key(&new_root.key)?, &old.rcgen_issuer()?)
         .map_err(|e| cert_err(e.to_string()))?;
-    Ok((
-        CaCertificate {
-            cert_pem: new_root.pem(),
-            key,
-        },
-        cross.pem(),
-    ))
+    Ok((new_root, cross.pem()))
 }
 
 /// Makes an intermediate CA signed by `issuer`.
@@ -207,9 +198,7 @@ pub fn new_intermediate(
 ) -> Result<CaCertificate, Error> {
     let key = SigningKey::generate(Algorithm::EcdsaP256Sha256)?;
     let kp = rcgen_key(&key)?;
-    let issuer_kp = rcgen_key(&issuer.key)?;
-    let rc_issuer = Issuer::from_ca_cert_pem(&issuer.cert_pem, issuer_kp)
-        .map_err(|e| cert_err(e.to_string()))?;
+    let rc_issuer = issuer.rcgen_issuer()?;
     let cert = ca_params(common_name, now, validity, 0)?
         .signed_by(&kp, &rc_issuer)
         .map_err(|e| cert_err(e.to_string()))?;
@@ -260,9 +249,7 @@ pub fn issue_signer(
     params.use_authority_key_identifier_extension = true;
     let spki = rcgen::SubjectPublicKeyInfo::from_der(subject.spki_der())
         .map_err(|e| cert_err(format!("unsupported subject key: {e}")))?;
-    let issuer_kp = rcgen_key(&issuer.key)?;
-    let rc_issuer = Issuer::from_ca_cert_pem(&issuer.cert_pem, issuer_kp)
-        .map_err(|e| cert_err(e.to_string()))?;
+    let rc_issuer = issuer.rcgen_issuer()?;
     let cert = params
         .signed_by(&spki, &rc_issuer)
         .map_err(|e| cert_err(e.to_string()))?;

@@ -27,14 +27,13 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyUsagePurpose,
-    SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType,
 };
 use ring::rand::SecureRandom as _;
 use ring::signature::KeyPair as _;
 use zeroize::Zeroize as _;
 
-use crate::certificate::{CaCertificate, cert_err, offset, random_serial, rcgen_key};
+use crate::certificate::{CaCertificate, cert_err, offset, random_serial};
 use crate::{Error, SigningKey};
 
 /// The prefix of every join token (format version 1).
@@ -505,9 +504,7 @@ pub fn issue(
     .unwrap_or_default();
     params.serial_number = Some(serial);
     params.use_authority_key_identifier_extension = true;
-    let issuer_kp = rcgen_key(&issuer.key)?;
-    let rc_issuer = Issuer::from_ca_cert_pem(&issuer.cert_pem, issuer_kp)
-        .map_err(|e| cert_err(e.to_string()))?;
+    let rc_issuer = issuer.rcgen_issuer()?;
     let cert = params
         .signed_by(&spki, &rc_issuer)
         .map_err(|e| cert_err(e.to_string()))?;
