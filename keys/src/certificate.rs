@@ -256,6 +256,14 @@ pub fn issue_signer(
     Ok(cert.pem())
 }
 
+/// The first `CERTIFICATE` block in `pem`, as DER.
+pub fn first_certificate(pem_bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    certificates_from_pem(pem_bytes)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| cert_err("no CERTIFICATE block"))
+}
+
 /// Every `CERTIFICATE` block in `pem`, as DER.
 pub fn certificates_from_pem(pem_bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
     let blocks = pem::parse_many(pem_bytes).map_err(|e| cert_err(format!("not PEM: {e}")))?;
@@ -300,11 +308,7 @@ pub fn normalize_serial(text: &str) -> Option<String> {
 impl SignerCertificate {
     /// Reads the first certificate in `pem`.
     pub fn from_pem(pem_bytes: &[u8]) -> Result<SignerCertificate, Error> {
-        let der = certificates_from_pem(pem_bytes)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| cert_err("no CERTIFICATE block"))?;
-        SignerCertificate::from_der(der)
+        SignerCertificate::from_der(first_certificate(pem_bytes)?)
     }
 
     /// Reads a DER certificate.

@@ -57,6 +57,11 @@ pub fn root_pin(root_der: &[u8]) -> [u8; 32] {
     pin
 }
 
+/// [`root_pin`] as 64 hex digits, as tokens and `node status` show it.
+pub fn root_pin_hex(root_der: &[u8]) -> String {
+    hex(&root_pin(root_der))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

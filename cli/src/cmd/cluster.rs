@@ -208,11 +208,9 @@ pub(super) fn nodes(command: CaNodeCommand) -> anyhow::Result<Status> {
 
 pub(super) fn issue_admin(args: CaIssueAdminArgs) -> anyhow::Result<Status> {
     let (issuer, chain, root_pem) = load_ca(&args.ca, args.password.password_file.as_deref())?;
-    let root_der = marque_keys::certificate::certificates_from_pem(root_pem.as_bytes())?
-        .into_iter()
-        .next()
-        .context("root.crt holds no certificate")?;
-    let trust_domain = server::trust_domain_of(&root_der)?;
+    let trust_domain = server::trust_domain_of(
+        &marque_keys::certificate::first_certificate(root_pem.as_bytes()).context("root.crt")?,
+    )?;
     if !marque_keys::node::valid_name(&args.name, false) {
         bail!("--name must be 1-63 characters of [a-z0-9-]");
     }
@@ -411,11 +409,9 @@ pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Sta
         bail!("rotating a root that issues through an intermediate is not supported yet");
     }
     let root_pem = read_text(&args.ca.join("root.crt"), "root")?;
-    let root_der = marque_keys::certificate::certificates_from_pem(root_pem.as_bytes())?
-        .into_iter()
-        .next()
-        .context("root.crt holds no certificate")?;
-    let trust_domain = server::trust_domain_of(&root_der)?;
+    let trust_domain = server::trust_domain_of(
+        &marque_keys::certificate::first_certificate(root_pem.as_bytes()).context("root.crt")?,
+    )?;
     let old = CaCertificate {
         cert_pem: root_pem,
         key: super::load_signing_key(&args.ca.join("root.key"), password_file)?,

@@ -127,10 +127,8 @@ impl NodeDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path)(e)),
         };
-        let der = marque_keys::certificate::certificates_from_pem(&pem)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClusterError::Protocol(format!("{name} holds no certificate")))?;
+        let der = marque_keys::certificate::first_certificate(&pem)
+            .map_err(|e| ClusterError::Protocol(format!("{name}: {e}")))?;
         Ok(Some(CertificateDer::from(der)))
     }
 
@@ -206,10 +204,7 @@ fn leaf_info(
     pin: &str,
 ) -> Result<(NodeInfo, ClusterIdentity), ClusterError> {
     use x509_parser::extensions::GeneralName;
-    let der = marque_keys::certificate::certificates_from_pem(cert_pem.as_bytes())?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ClusterError::Protocol("the CA sent no certificate".into()))?;
+    let der = marque_keys::certificate::first_certificate(cert_pem.as_bytes())?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| ClusterError::Protocol(format!("malformed node certificate: {e}")))?;
     let uri = cert
@@ -295,12 +290,7 @@ fn roots_after(
     trusted: &[CertificateDer<'static>],
     cert_pem: &str,
 ) -> Result<(String, Option<String>), ClusterError> {
-    let pem_der = |pem: &str| -> Result<Vec<u8>, ClusterError> {
-        marque_keys::certificate::certificates_from_pem(pem.as_bytes())?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClusterError::Protocol("the CA sent an empty certificate".into()))
-    };
+    let pem_der = |pem: &str| marque_keys::certificate::first_certificate(pem.as_bytes());
     let root_pem = answer["root"]
         .as_str()
         .ok_or_else(|| ClusterError::Protocol("the CA sent no root".into()))?;
@@ -355,10 +345,7 @@ pub async fn join(ca: &str, token: &JoinToken, dir: &NodeDir) -> Result<NodeInfo
         return Err(ClusterError::PinMismatch {
             addr: ca.to_owned(),
             pinned: token.pin_hex(),
-            found: marque_keys::node::root_pin(root_der)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            found: marque_keys::node::root_pin_hex(root_der),
         });
     }
     let root = CertificateDer::from(root_der.clone());
@@ -400,14 +387,9 @@ fn finish(
         .ok_or_else(|| ClusterError::Protocol("the CA sent no certificate".into()))?;
     check_issued(cert_pem, trusted, key)?;
     let (root_pem, next_pem) = roots_after(answer, trusted, cert_pem)?;
-    let root_der = marque_keys::certificate::certificates_from_pem(root_pem.as_bytes())?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let pin: String = marque_keys::node::root_pin(&root_der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let pin = marque_keys::node::root_pin_hex(&marque_keys::certificate::first_certificate(
+        root_pem.as_bytes(),
+    )?);
     let (info, _) = leaf_info(cert_pem, ca, &pin)?;
     if let Some(server_time) = answer["server_time"].as_u64() {
         let skew = server_time.abs_diff(unix_now());

@@ -106,11 +106,9 @@ pub fn trust_domain_of(root_der: &[u8]) -> Result<String, ClusterError> {
 }
 
 fn first_der(pem: &str) -> Result<CertificateDer<'static>, ClusterError> {
-    let der = marque_keys::certificate::certificates_from_pem(pem.as_bytes())?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ClusterError::Protocol("no CERTIFICATE in the PEM".to_owned()))?;
-    Ok(CertificateDer::from(der))
+    Ok(CertificateDer::from(
+        marque_keys::certificate::first_certificate(pem.as_bytes())?,
+    ))
 }
 
 /// Makes a join token for `role` in `segment` and records its verifier.
