@@ -282,6 +282,8 @@ pub struct SignerCertificate {
     identities: Vec<String>,
     serial: String,
     code_signing: bool,
+    not_before: u64,
+    not_after: u64,
 }
 
 /// A certificate serial number in the one form marque compares and prints:
@@ -335,12 +337,16 @@ impl SignerCertificate {
             .map(|b| format!("{b:02x}"))
             .collect();
         let serial = normalize_serial(&raw).unwrap_or_else(|| "0".to_owned());
+        let not_before = cert.validity().not_before.timestamp().max(0) as u64;
+        let not_after = cert.validity().not_after.timestamp().max(0) as u64;
         Ok(SignerCertificate {
             der,
             public_key,
             identities,
             serial,
             code_signing,
+            not_before,
+            not_after,
         })
     }
 
@@ -352,6 +358,16 @@ impl SignerCertificate {
     /// The serial number, as [`normalize_serial`] writes it.
     pub fn serial(&self) -> &str {
         &self.serial
+    }
+
+    /// notBefore, in seconds since the Unix epoch (0 before it).
+    pub fn not_before(&self) -> u64 {
+        self.not_before
+    }
+
+    /// notAfter, in seconds since the Unix epoch.
+    pub fn not_after(&self) -> u64 {
+        self.not_after
     }
 
     /// The URI and email subject alternative names.

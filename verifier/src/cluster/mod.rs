@@ -69,6 +69,26 @@ pub enum ClusterError {
     },
 }
 
+/// A cluster certificate (DER), parsed, and the cluster identity its
+/// `spiffe://` URI SAN names.
+pub(crate) fn cluster_certificate(
+    der: &[u8],
+) -> Result<
+    (
+        marque_keys::node::ClusterIdentity,
+        marque_keys::certificate::SignerCertificate,
+    ),
+    ClusterError,
+> {
+    let cert = marque_keys::certificate::SignerCertificate::from_der(der.to_vec())?;
+    let uri = cert
+        .identities()
+        .iter()
+        .find(|u| u.starts_with("spiffe://"))
+        .ok_or_else(|| ClusterError::Protocol("the certificate has no spiffe:// URI SAN".into()))?;
+    Ok((marque_keys::node::ClusterIdentity::parse(uri)?, cert))
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
     crate::verify::unix_seconds(std::time::SystemTime::now())

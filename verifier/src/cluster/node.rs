@@ -203,22 +203,9 @@ fn leaf_info(
     ca: &str,
     pin: &str,
 ) -> Result<(NodeInfo, ClusterIdentity), ClusterError> {
-    use x509_parser::extensions::GeneralName;
     let der = marque_keys::certificate::first_certificate(cert_pem.as_bytes())?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| ClusterError::Protocol(format!("malformed node certificate: {e}")))?;
-    let uri = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .and_then(|san| {
-            san.value.general_names.iter().find_map(|n| match n {
-                GeneralName::URI(u) => Some((*u).to_owned()),
-                _ => None,
-            })
-        })
-        .ok_or_else(|| ClusterError::Protocol("the node certificate has no URI SAN".into()))?;
-    let identity = ClusterIdentity::parse(&uri)?;
+    let (identity, cert) = super::cluster_certificate(&der)?;
+    let uri = identity.uri();
     let ClusterIdentity::Node {
         trust_domain,
         segment,
@@ -236,12 +223,11 @@ fn leaf_info(
         node_id: id.clone(),
         role: role.as_str().to_owned(),
         segment: segment.clone(),
-        identity: uri.clone(),
+        identity: uri,
         ca_pin: pin.to_owned(),
-        serial: marque_keys::certificate::normalize_serial(&cert.raw_serial_as_string())
-            .unwrap_or_default(),
-        not_before: cert.validity().not_before.timestamp().max(0) as u64,
-        not_after: cert.validity().not_after.timestamp().max(0) as u64,
+        serial: cert.serial().to_owned(),
+        not_before: cert.not_before(),
+        not_after: cert.not_after(),
         issued_at: unix_now(),
     };
     Ok((info, identity))

@@ -77,31 +77,17 @@ pub struct Rotation {
 
 /// The trust domain a cluster root names in its `spiffe://TD` URI SAN.
 pub fn trust_domain_of(root_der: &[u8]) -> Result<String, ClusterError> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(root_der)
-        .map_err(|e| ClusterError::Protocol(format!("malformed root certificate: {e}")))?;
-    let san = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
+    let cert = marque_keys::certificate::SignerCertificate::from_der(root_der.to_vec())?;
+    cert.identities()
+        .iter()
+        .find_map(|u| u.strip_prefix("spiffe://"))
+        .filter(|td| node::valid_name(td, true))
+        .map(str::to_owned)
         .ok_or_else(|| {
             ClusterError::Protocol(
-                "the root certificate names no trust domain (make it with `marque ca init --trust-domain`)"
+                "the root certificate names no trust domain as spiffe://TRUST-DOMAIN (make it with `marque ca init --trust-domain`)"
                     .to_owned(),
             )
-        })?;
-    san.value
-        .general_names
-        .iter()
-        .find_map(|n| match n {
-            GeneralName::URI(u) => u
-                .strip_prefix("spiffe://")
-                .filter(|td| node::valid_name(td, true))
-                .map(str::to_owned),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            ClusterError::Protocol("the root certificate's URI is not spiffe://TRUST-DOMAIN".into())
         })
 }
 
@@ -383,21 +369,7 @@ fn peer_identity(
     leaf: &CertificateDer<'_>,
     authority: &Authority,
 ) -> Result<(ClusterIdentity, String), ClusterError> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|e| ClusterError::Protocol(format!("malformed client certificate: {e}")))?;
-    let uri = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .and_then(|san| {
-            san.value.general_names.iter().find_map(|n| match n {
-                GeneralName::URI(u) => Some((*u).to_owned()),
-                _ => None,
-            })
-        })
-        .ok_or_else(|| ClusterError::Protocol("client certificate has no URI SAN".into()))?;
-    let identity = ClusterIdentity::parse(&uri)?;
+    let (identity, cert) = super::cluster_certificate(leaf)?;
     if identity.trust_domain() != authority.trust_domain {
         return Err(ClusterError::Protocol(format!(
             "client certificate is for trust domain {}, not {}",
@@ -405,9 +377,7 @@ fn peer_identity(
             authority.trust_domain
         )));
     }
-    let serial = marque_keys::certificate::normalize_serial(&cert.raw_serial_as_string())
-        .unwrap_or_default();
-    Ok((identity, serial))
+    Ok((identity, cert.serial().to_owned()))
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
