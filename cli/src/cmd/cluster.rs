@@ -115,7 +115,7 @@ pub(super) fn token(command: TokenCommand) -> anyhow::Result<Status> {
                     .collect();
                 crate::output::print_json(&list)?;
             } else {
-                let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+                let now = super::unix_now();
                 for t in &state.tokens {
                     let status = if t.revoked {
                         "revoked"
@@ -302,16 +302,12 @@ pub(super) async fn node(command: NodeCommand) -> anyhow::Result<Status> {
         NodeCommand::Status(args) => {
             let info = NodeDir::new(&args.state).info()?;
             print_info(&info, args.output)?;
-            Ok(
-                if marque_verifier::verify::unix_seconds(std::time::SystemTime::now())
-                    >= info.not_after
-                {
-                    eprintln!("The node certificate has expired: join again with a new token.");
-                    Status::Failed
-                } else {
-                    Status::Ok
-                },
-            )
+            Ok(if super::unix_now() >= info.not_after {
+                eprintln!("The node certificate has expired: join again with a new token.");
+                Status::Failed
+            } else {
+                Status::Ok
+            })
         }
         NodeCommand::Trust(args) => node_trust(args),
         NodeCommand::Export(args) => node_export(args),
@@ -345,10 +341,7 @@ pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Sta
         if !next.join("root.crt").exists() {
             bail!("{} has no rotation in progress", args.ca.display());
         }
-        let retired = args.ca.join(format!(
-            "retired-{}",
-            marque_verifier::verify::unix_seconds(std::time::SystemTime::now())
-        ));
+        let retired = args.ca.join(format!("retired-{}", super::unix_now()));
         std::fs::create_dir_all(&retired)?;
         for f in ["root.crt", "root.key", "chain.pem"] {
             if args.ca.join(f).exists() {
@@ -369,7 +362,7 @@ pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Sta
             return Ok(Status::Ok);
         };
         let state = StateDir::open(state_dir)?;
-        let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+        let now = super::unix_now();
         let usable: Vec<_> = state
             .read()?
             .tokens
@@ -478,7 +471,7 @@ pub(super) fn node_trust(args: crate::args::NodeTrustArgs) -> anyhow::Result<Sta
     let dir = NodeDir::new(&args.state);
     let accepted = marque_verifier::trust::Accepted::new(&dir.trust_dir());
     let bytes = super::read_file(&args.bundle, "trust bundle")?;
-    let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+    let now = super::unix_now();
     match accepted.accept(&bytes, now) {
         Ok(true) => {
             let b = accepted
@@ -601,7 +594,7 @@ async fn verify_image(args: crate::args::NodeVerifyImageArgs) -> anyhow::Result<
             }
             Err(e) => return Ok((false, format!("the trust bundle in force is unusable: {e}"))),
         };
-        let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+        let now = super::unix_now();
         if now >= bundle.expires {
             return Ok((
                 false,

@@ -255,6 +255,11 @@ async fn attach_referrers(
 }
 
 /// The creation time for referrer annotations.
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> u64 {
+    marque_verifier::verify::unix_seconds(std::time::SystemTime::now())
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

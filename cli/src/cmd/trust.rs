@@ -43,7 +43,7 @@ pub(super) async fn publish(args: TrustPublishArgs) -> anyhow::Result<Status> {
         keys: signer_pems,
     };
     signers.parse()?;
-    let now = marque_verifier::verify::unix_seconds(std::time::SystemTime::now());
+    let now = super::unix_now();
     let bundle = Bundle {
         version: args.bundle_version,
         segment: args.segment.clone(),
