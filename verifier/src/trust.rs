@@ -394,9 +394,9 @@ impl Accepted {
     }
 
     /// Accepts `envelope` if it passes every check at `now` (Unix seconds,
-    /// taken once per update); otherwise changes nothing and says why.
-    /// `Ok(false)`: the same bundle is already in force.
-    pub fn accept(&self, envelope: &[u8], now: u64) -> Result<bool, TrustError> {
+    /// taken once per update) and returns it; otherwise changes nothing and
+    /// says why. `Ok(None)`: the same bundle is already in force.
+    pub fn accept(&self, envelope: &[u8], now: u64) -> Result<Option<Bundle>, TrustError> {
         let state = self.state()?.ok_or_else(|| {
             TrustError::Malformed("no bundle signers pinned for this node".into())
         })?;
@@ -416,7 +416,7 @@ impl Accepted {
         if bundle.version == state.version {
             let same = self.current()?.as_ref() == Some(&bundle);
             return if same {
-                Ok(false)
+                Ok(None)
             } else {
                 Err(TrustError::SameVersionDifferent(bundle.version))
             };
@@ -440,7 +440,7 @@ impl Accepted {
             signers: bundle.signers.clone(),
             segment: state.segment,
         })?;
-        Ok(true)
+        Ok(Some(bundle))
     }
 }
 
@@ -488,8 +488,16 @@ mod tests {
         // The same key twice is still one signer.
         let e = node.accept(&v1.sign(&[&a, &a]).unwrap(), now).unwrap_err();
         assert!(matches!(e, TrustError::Threshold { found: 1, .. }), "{e}");
-        assert!(node.accept(&v1.sign(&[&a, &b]).unwrap(), now).unwrap());
-        assert!(!node.accept(&v1.sign(&[&b, &c]).unwrap(), now).unwrap());
+        assert!(
+            node.accept(&v1.sign(&[&a, &b]).unwrap(), now)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            node.accept(&v1.sign(&[&b, &c]).unwrap(), now)
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(node.current().unwrap().unwrap().version, 1);
 
         // Another segment, an expired bundle, a rollback: refused, and v1
@@ -549,6 +557,7 @@ mod tests {
         assert!(
             node.accept(&v2.sign(&[&a, &b, &d, &e_]).unwrap(), now)
                 .unwrap()
+                .is_some()
         );
         // From now on the old keys are not enough, and v1 is a rollback.
         let v3 = bundle(3, "edge", new_signers.clone());

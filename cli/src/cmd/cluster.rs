@@ -473,17 +473,14 @@ pub(super) fn node_trust(args: crate::args::NodeTrustArgs) -> anyhow::Result<Sta
     let bytes = super::read_file(&args.bundle, "trust bundle")?;
     let now = super::unix_now();
     match accepted.accept(&bytes, now) {
-        Ok(true) => {
-            let b = accepted
-                .current()?
-                .context("the accepted bundle vanished")?;
+        Ok(Some(b)) => {
             eprintln!(
                 "Accepted trust bundle v{} for segment {}.",
                 b.version, b.segment
             );
             Ok(Status::Ok)
         }
-        Ok(false) => {
+        Ok(None) => {
             eprintln!("This trust bundle is already in force.");
             Ok(Status::Ok)
         }
@@ -552,6 +549,8 @@ async fn verify_image(args: crate::args::NodeVerifyImageArgs) -> anyhow::Result<
         if allowed { Status::Ok } else { Status::Failed }
     };
     // The whole decision must finish well inside containerd's 10 s.
+    // The version of the bundle that decided, for the audit log.
+    let mut version = None;
     let decision = tokio::time::timeout(Duration::from_secs(8), async {
         let descriptor = {
             use std::io::Read as _;
@@ -594,6 +593,7 @@ async fn verify_image(args: crate::args::NodeVerifyImageArgs) -> anyhow::Result<
             }
             Err(e) => return Ok((false, format!("the trust bundle in force is unusable: {e}"))),
         };
+        version = Some(bundle.version);
         let now = super::unix_now();
         if now >= bundle.expires {
             return Ok((
@@ -641,7 +641,7 @@ async fn verify_image(args: crate::args::NodeVerifyImageArgs) -> anyhow::Result<
             Some(Status::Error),
         ),
     };
-    audit(&args, allowed, &reason);
+    audit(&args, allowed, &reason, version);
     let shown = say(allowed, reason);
     Ok(status.unwrap_or(shown))
 }
@@ -649,14 +649,13 @@ async fn verify_image(args: crate::args::NodeVerifyImageArgs) -> anyhow::Result<
 /// Appends one JSON line per decision to `<state>/audit.jsonl`: time,
 /// image, digest, decision, reason, bundle version. A failure to log is
 /// reported on stderr; it does not change the decision.
-fn audit(args: &crate::args::NodeVerifyImageArgs, allowed: bool, reason: &str) {
+fn audit(
+    args: &crate::args::NodeVerifyImageArgs,
+    allowed: bool,
+    reason: &str,
+    version: Option<u64>,
+) {
     use std::io::Write as _;
-    let dir = NodeDir::new(&args.state);
-    let version = marque_verifier::trust::Accepted::new(&dir.trust_dir())
-        .current()
-        .ok()
-        .flatten()
-        .map(|b| b.version);
     let line = serde_json::json!({
         "time": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         "source": "containerd-verifier",
