@@ -965,15 +965,7 @@ fn containerd_verifier_contract() {
     )
     .expect_code(0);
     let node = dir.path().join("node");
-    marque_verifier::trust::Accepted::new(&node.join("trust"))
-        .pin(
-            &marque_verifier::trust::Signers {
-                keys: vec![std::fs::read_to_string(&ops_pub).unwrap()],
-                threshold: 1,
-            },
-            "edge",
-        )
-        .unwrap();
+    pin_bundle_signer(&node, &ops_pub, "edge");
     let policy = dir.path().join("policy.toml");
     let publish = |version: &str, revoked: &str| {
         std::fs::write(
@@ -984,36 +976,7 @@ fn containerd_verifier_contract() {
         )
         .unwrap();
         let bundle = dir.path().join(format!("b{version}"));
-        marque(
-            &[
-                "trust",
-                "publish",
-                "--segment",
-                "edge",
-                "--policy",
-                policy.to_str().unwrap(),
-                "--bundle-version",
-                version,
-                "--key",
-                ops_key.to_str().unwrap(),
-                "--out",
-                bundle.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .expect_code(0);
-        marque(
-            &[
-                "node",
-                "trust",
-                "--state",
-                node.to_str().unwrap(),
-                "--bundle",
-                bundle.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .expect_code(0);
+        publish_and_accept(&policy, version, &ops_key, &bundle, &node);
     };
     // Exactly as containerd runs it: single-dash flags, descriptor on stdin.
     let verify = |state: &Path, repo: &str, digest: &str, stdin_digest: &str| -> Out {

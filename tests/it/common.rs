@@ -254,3 +254,52 @@ pub fn unix_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// Pins `signer_pub` (threshold 1) as the trust-bundle signer of the node
+/// state in `node`, for `segment`, as a join with `ca trust-signers` would.
+pub fn pin_bundle_signer(node: &Path, signer_pub: &Path, segment: &str) {
+    marque_verifier::trust::Accepted::new(&node.join("trust"))
+        .pin(
+            &marque_verifier::trust::Signers {
+                keys: vec![std::fs::read_to_string(signer_pub).unwrap()],
+                threshold: 1,
+            },
+            segment,
+        )
+        .unwrap();
+}
+
+/// `marque trust publish` of `policy` as `version` for segment `edge`,
+/// signed by `key` into `out`, then `marque node trust` of it on `node`.
+pub fn publish_and_accept(policy: &Path, version: &str, key: &Path, out: &Path, node: &Path) {
+    marque(
+        &[
+            "trust",
+            "publish",
+            "--segment",
+            "edge",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--bundle-version",
+            version,
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .expect_code(0);
+    marque(
+        &[
+            "node",
+            "trust",
+            "--state",
+            node.to_str().unwrap(),
+            "--bundle",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .expect_code(0);
+}

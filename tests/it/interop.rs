@@ -322,47 +322,10 @@ fn exported_containers_policy_makes_skopeo_decide_as_marque() {
     write_policy("1");
     // A node whose bundle signer is `ops`, with a bundle for this policy.
     let node = p.path("node");
-    marque_verifier::trust::Accepted::new(&node.join("trust"))
-        .pin(
-            &marque_verifier::trust::Signers {
-                keys: vec![std::fs::read_to_string(&ops_pub).unwrap()],
-                threshold: 1,
-            },
-            "edge",
-        )
-        .unwrap();
+    pin_bundle_signer(&node, &ops_pub, "edge");
     let publish_and_accept = |version: &str| {
         let bundle = p.path(&format!("bundle-{version}"));
-        marque(
-            &[
-                "trust",
-                "publish",
-                "--segment",
-                "edge",
-                "--policy",
-                policy.to_str().unwrap(),
-                "--bundle-version",
-                version,
-                "--key",
-                ops_key.to_str().unwrap(),
-                "--out",
-                bundle.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .expect_code(0);
-        marque(
-            &[
-                "node",
-                "trust",
-                "--state",
-                node.to_str().unwrap(),
-                "--bundle",
-                bundle.to_str().unwrap(),
-            ],
-            &[],
-        )
-        .expect_code(0);
+        publish_and_accept(&policy, version, &ops_key, &bundle, &node);
     };
     publish_and_accept("1");
     let out_dir = p.path("containers");
