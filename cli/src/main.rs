@@ -62,10 +62,27 @@ fn main() -> ExitCode {
     match runtime.block_on(cmd::run(cli.command)) {
         Ok(status) => status.code(),
         Err(e) => {
-            eprintln!("marque: {e:#}");
+            eprintln!("marque: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, as `{:#}` prints them, but
+/// without a cause whose text the message before it already carries
+/// (several error types put their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn init_logging(verbose: u8) {
@@ -103,4 +120,20 @@ fn containerd_flags(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
         }
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(std::io::Error::other(format!("a.json: {io}")))
+            .context("reading the state");
+        assert_eq!(
+            super::error_chain(&e),
+            "reading the state: a.json: no such file"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_chain(&e), "outer: inner");
+    }
 }

@@ -104,7 +104,16 @@ impl NodeDir {
     /// Reads `node.json`.
     pub fn info(&self) -> Result<NodeInfo, ClusterError> {
         let path = self.file("node.json");
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ClusterError::Protocol(format!(
+                    "{} holds no node identity (no node.json): run `marque node join` first",
+                    self.path.display()
+                )));
+            }
+            Err(e) => return Err(io(&path)(e)),
+        };
         serde_json::from_slice(&bytes)
             .map_err(|e| ClusterError::Protocol(format!("{}: {e}", path.display())))
     }
