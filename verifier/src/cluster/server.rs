@@ -117,6 +117,8 @@ pub fn create_token(
         return Err(ClusterError::Protocol("--uses must be at least 1".into()));
     }
     let root = first_der(root_pem)?;
+    // A token for a root that names no trust domain could never join.
+    trust_domain_of(&root)?;
     let token = JoinToken::generate(&root)?;
     let now = unix_now();
     let record = TokenRecord {
