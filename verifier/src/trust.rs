@@ -38,6 +38,9 @@ pub enum TrustError {
     /// Not a well-formed bundle.
     #[error("malformed trust bundle: {0}")]
     Malformed(String),
+    /// The policy has errors (each with its file, line and field).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Policy(Vec<crate::policy::PolicyError>),
     /// Too few trusted signatures.
     #[error("trust bundle v{version}: {found} of {threshold} required signatures by {whose} keys")]
     Threshold {
@@ -187,15 +190,7 @@ impl Bundle {
         };
         let mut policy =
             crate::policy::Policy::parse_with(&base.join("policy.toml"), &self.policy, &read)
-                .map_err(|errors| {
-                    TrustError::Malformed(
-                        errors
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    )
-                })?;
+                .map_err(TrustError::Policy)?;
         let r = &self.revocations;
         policy
             .revoke(&r.digests, &r.keys, &r.serials)
@@ -251,56 +246,39 @@ pub fn verify_signatures(envelope: &[u8], trusted: &Signers) -> Result<Bundle, T
     Ok(bundle)
 }
 
-/// The key and CA files `policy` (read from `policy_path`) names, read
-/// from its directory, for bundling with it. Names must be relative and
-/// stay inside the policy's directory; files are at most 1 MiB of text.
+/// Validates `policy` (read from `policy_path`) and returns the key and CA
+/// files it names, as the policy parser reads them, for bundling with it.
+/// Names must be relative and stay inside the policy's directory; files
+/// are at most 1 MiB of UTF-8 text.
 pub fn policy_files(
     policy_path: &Path,
     policy: &str,
 ) -> Result<BTreeMap<String, String>, TrustError> {
-    let value: toml::Value = toml::from_str(policy)
-        .map_err(|e| TrustError::Malformed(format!("{}: {e}", policy_path.display())))?;
     let base = policy_path.parent().unwrap_or(Path::new("."));
-    let mut names = Vec::new();
-    let list = |v: Option<&toml::Value>| v.and_then(|v| v.as_array()).cloned().unwrap_or_default();
-    for scope in list(value.get("scope")) {
-        for authority in list(scope.get("authority")) {
-            for k in list(authority.get("keys")) {
-                names.extend(k.as_str().map(str::to_owned));
-            }
-            for field in ["ca_roots", "ca_intermediates"] {
-                names.extend(
-                    authority
-                        .get(field)
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned),
-                );
-            }
+    let files = std::cell::RefCell::new(BTreeMap::new());
+    let read = |path: &Path| -> std::io::Result<Vec<u8>> {
+        let name = path
+            .strip_prefix(base)
+            .ok()
+            .filter(|rel| {
+                rel.components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+            })
+            .and_then(|rel| rel.to_str())
+            .ok_or_else(|| {
+                std::io::Error::other(
+                    "a bundled policy must name its files relative to the policy, inside its directory",
+                )
+            })?;
+        if std::fs::metadata(path)?.len() > 1 << 20 {
+            return Err(std::io::Error::other("larger than 1 MiB"));
         }
-    }
-    let mut files = BTreeMap::new();
-    for name in names {
-        if Path::new(&name).is_absolute() || name.split('/').any(|p| p == "..") {
-            return Err(TrustError::Malformed(format!(
-                "{}: {name:?}: a bundled policy must name its files relative to the policy, inside its directory",
-                policy_path.display()
-            )));
-        }
-        let path = base.join(&name);
-        let meta = std::fs::metadata(&path).map_err(|source| TrustError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if meta.len() > 1 << 20 {
-            return Err(TrustError::Malformed(format!("{name}: larger than 1 MiB")));
-        }
-        let text = std::fs::read_to_string(&path).map_err(|source| TrustError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        files.insert(name, text);
-    }
-    Ok(files)
+        let text = std::fs::read_to_string(path)?;
+        files.borrow_mut().insert(name.to_owned(), text.clone());
+        Ok(text.into_bytes())
+    };
+    crate::policy::Policy::parse_with(policy_path, policy, &read).map_err(TrustError::Policy)?;
+    Ok(files.into_inner())
 }
 
 /// What a node has accepted, kept in a directory: `bundle.json` (the

@@ -15,11 +15,21 @@ pub(super) async fn publish(args: TrustPublishArgs) -> anyhow::Result<Status> {
     }
     let text = String::from_utf8(super::read_file(&args.policy, "policy")?)
         .with_context(|| format!("{}: not UTF-8", args.policy.display()))?;
-    // The policy must be valid here, not only on the nodes.
-    if let Err(n) = super::policy::load(&args.policy)? {
-        bail!("{}: {n} error(s) in the policy", args.policy.display());
-    }
-    let files = marque_verifier::trust::policy_files(&args.policy, &text)?;
+    // Validates the policy here, not only on the nodes, and reads the
+    // files it names.
+    let files = match marque_verifier::trust::policy_files(&args.policy, &text) {
+        Err(marque_verifier::trust::TrustError::Policy(errors)) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            bail!(
+                "{}: {} error(s) in the policy",
+                args.policy.display(),
+                errors.len()
+            );
+        }
+        other => other?,
+    };
     let keys = args
         .keys
         .iter()
