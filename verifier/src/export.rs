@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use crate::policy::{Mode, Trusted};
 use crate::trust::Bundle;
 
 /// Why a policy cannot be exported.
@@ -54,89 +55,55 @@ fn err(scope: &str, reason: impl std::fmt::Display) -> ExportError {
     ExportError(format!("scope {scope:?}: {reason}"))
 }
 
-/// Exports `bundle`'s policy.
+/// Exports `bundle`'s policy (as a node enforces it: with the bundle's
+/// revocations).
 pub fn containers_policy(bundle: &Bundle) -> Result<ContainersPolicy, ExportError> {
-    let value: toml::Value =
-        toml::from_str(&bundle.policy).map_err(|e| ExportError(format!("the policy: {e}")))?;
-    if !bundle.revocations.digests.is_empty()
-        || value
-            .get("revocations")
-            .and_then(|r| r.get("digests"))
-            .and_then(|d| d.as_array())
-            .is_some_and(|d| !d.is_empty())
-    {
+    let policy = bundle
+        .policy()
+        .map_err(|e| ExportError(format!("the policy: {e}")))?;
+    if policy.has_revoked_digests() {
         return Err(ExportError(
             "revoked digests (policy.json has no digest deny list)".into(),
         ));
     }
-    let mut revoked_keys: Vec<String> = bundle.revocations.keys.clone();
-    revoked_keys.extend(
-        value
-            .get("revocations")
-            .and_then(|r| r.get("keys"))
-            .and_then(|k| k.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k.as_str().map(str::to_owned)),
-    );
     let mut docker = serde_json::Map::new();
     let mut registries = String::from("docker:\n");
     let mut keys = BTreeMap::new();
-    let list = |v: Option<&toml::Value>| v.and_then(|v| v.as_array()).cloned().unwrap_or_default();
-    for scope in list(value.get("scope")) {
-        let patterns: Vec<String> = list(scope.get("match"))
-            .iter()
-            .filter_map(|p| p.as_str().map(str::to_owned))
-            .collect();
-        let name = scope
-            .get("name")
-            .and_then(|n| n.as_str())
-            .map(str::to_owned)
-            .unwrap_or_else(|| patterns.first().cloned().unwrap_or_default());
-        let mode = scope
-            .get("mode")
-            .and_then(|m| m.as_str())
-            .unwrap_or("enforce");
-        let requirements = match mode {
-            "skip" => vec![json!({ "type": "insecureAcceptAnything" })],
-            "audit" => {
+    for scope in policy.scopes() {
+        let name = &scope.name;
+        let requirements = match scope.mode {
+            Mode::Skip => vec![json!({ "type": "insecureAcceptAnything" })],
+            Mode::Audit => {
                 return Err(err(
-                    &name,
+                    name,
                     "audit mode (policy.json cannot allow and report)",
                 ));
             }
-            _ => {
-                if scope.get("max_age").is_some() {
-                    return Err(err(&name, "max_age"));
+            Mode::Enforce => {
+                if scope.max_age.is_some() {
+                    return Err(err(name, "max_age"));
                 }
-                if !list(scope.get("attestation")).is_empty() {
-                    return Err(err(&name, "required attestations"));
+                if !scope.attestations.is_empty() {
+                    return Err(err(name, "required attestations"));
                 }
                 let mut reqs = Vec::new();
-                for authority in list(scope.get("authority")) {
-                    let aname = authority.get("name").and_then(|n| n.as_str()).unwrap_or("");
-                    if authority.get("ca_roots").is_some() {
-                        return Err(err(&name, format!("authority {aname:?} trusts a CA")));
-                    }
-                    let threshold = authority
-                        .get("threshold")
-                        .and_then(|t| t.as_integer())
-                        .unwrap_or(1);
-                    if threshold != 1 {
+                for authority in &scope.authorities {
+                    let aname = &authority.name;
+                    let Trusted::Keys(trusted) = &authority.trusted else {
+                        return Err(err(name, format!("authority {aname:?} trusts a CA")));
+                    };
+                    if authority.threshold != 1 {
                         return Err(err(
-                            &name,
-                            format!("authority {aname:?} needs {threshold} distinct signers"),
+                            name,
+                            format!(
+                                "authority {aname:?} needs {} distinct signers",
+                                authority.threshold
+                            ),
                         ));
                     }
                     let mut paths = Vec::new();
-                    for k in list(authority.get("keys")) {
-                        let Some(file) = k.as_str() else { continue };
-                        let pem = bundle.files.get(file).ok_or_else(|| {
-                            err(&name, format!("key {file} is not in the bundle"))
-                        })?;
-                        let key = marque_keys::PublicKey::from_pem(pem.as_bytes())
-                            .map_err(|e| err(&name, format!("key {file}: {e}")))?;
-                        if revoked_keys.iter().any(|r| r == key.key_id().as_str()) {
+                    for key in trusted {
+                        if policy.is_key_revoked(key.key_id().as_str()) {
                             continue;
                         }
                         let file_name = format!("{}.pub", key.key_id().as_str().replace(':', "-"));
@@ -155,21 +122,21 @@ pub fn containers_policy(bundle: &Bundle) -> Result<ContainersPolicy, ExportErro
                     }));
                 }
                 if reqs.is_empty() {
-                    return Err(err(&name, "no authority"));
+                    return Err(err(name, "no authority"));
                 }
                 reqs
             }
         };
-        for p in patterns {
+        for p in scope.patterns() {
             if p.starts_with("oci:") {
                 continue;
             }
             let scope_name = match p.strip_suffix("/**") {
                 Some(prefix) if !prefix.contains('*') => prefix.to_owned(),
-                _ if !p.contains('*') => p.clone(),
+                _ if !p.contains('*') => p.to_owned(),
                 _ => {
                     return Err(err(
-                        &name,
+                        name,
                         format!(
                             "pattern {p:?} (only exact names and a trailing /** can be expressed)"
                         ),

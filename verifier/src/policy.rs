@@ -239,6 +239,13 @@ pub struct Scope {
     pub attestations: Vec<AttestationRule>,
 }
 
+impl Scope {
+    /// Its patterns, normalised (`index.docker.io` is `docker.io`).
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.patterns.iter().map(|p| p.text.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pattern {
     text: String,
@@ -521,6 +528,21 @@ impl Policy {
             );
         }
         Ok(())
+    }
+
+    /// The scopes, in file order.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// Whether any image digest is revoked.
+    pub fn has_revoked_digests(&self) -> bool {
+        !self.revoked_digests.is_empty()
+    }
+
+    /// Whether the key with this id is revoked.
+    pub fn is_key_revoked(&self, key_id: &str) -> bool {
+        self.revoked_keys.contains(key_id)
     }
 
     /// Number of scopes.
