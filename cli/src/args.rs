@@ -92,12 +92,20 @@ pub(crate) struct TrustPublishArgs {
     #[arg(long = "revoke-node", value_name = "ID")]
     pub(crate) revoke_nodes: Vec<String>,
     /// Write the signed bundle here.
-    #[arg(long, value_name = "FILE", required_unless_present = "to")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["to", "ca"])]
     pub(crate) out: Option<PathBuf>,
     /// Push the signed bundle as an OCI artifact to REGISTRY/REPO (tag
     /// `trust-SEGMENT`).
     #[arg(long, value_name = "REPO")]
     pub(crate) to: Option<String>,
+    /// Give the signed bundle to the CA service at HOST:PORT, which checks
+    /// it and serves it to the segment's nodes (needs --admin).
+    #[arg(long, value_name = "HOST:PORT", requires = "admin")]
+    pub(crate) ca: Option<String>,
+    /// A directory from `marque ca issue-admin` (admin.crt, admin.key,
+    /// root.crt).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) admin: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) password: PasswordArgs,
     #[command(flatten)]
@@ -432,6 +440,121 @@ pub(crate) enum NodeCommand {
     /// Renew the node certificate now, with a fresh key (with --watch:
     /// keep it renewed at a point between 50% and 80% of each lifetime).
     Renew(NodeRenewArgs),
+    /// Run the node agent: keep the certificate renewed, fetch trust
+    /// bundles, and enforce them as a verifying registry proxy and an
+    /// admission webhook.
+    #[command(after_help = AGENT_EXAMPLES)]
+    Agent(NodeAgentArgs),
+    /// Check this node's setup: identity, trust bundle and its expiry,
+    /// clock skew against the CA, containerd's verifier, policy.json, the
+    /// webhook certificate.
+    #[command(after_help = DOCTOR_EXAMPLES)]
+    Doctor(NodeDoctorArgs),
+}
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  # Bundles from the CA (mutual TLS), a proxy for registry.example:
+  marque node agent --state /var/lib/marque/node \\
+      --proxy 127.0.0.1:5050 --upstream registry.example
+  # Bundles from a registry, plus the admission webhook:
+  marque node agent --state /var/lib/marque/node \\
+      --bundle-from registry.example/platform/trust \\
+      --webhook 0.0.0.0:8443 --webhook-name marque.kube-system.svc
+
+Pull through the proxy: skopeo copy docker://127.0.0.1:5050/org/app:1.2 …,
+or as a containerd mirror (hosts.toml: server = \"https://registry.example\",
+[host.\"http://127.0.0.1:5050\"] capabilities = [\"pull\", \"resolve\"]).
+A manifest is served only if the image passes the trust bundle's policy,
+decided on the digest of the exact bytes served; blobs stream through and
+are checked against their digests. Every decision is one line of
+<state>/audit.jsonl. Without --webhook-cert, a CA and a certificate for
+--webhook-name are generated in <state>/webhook/ (ca.crt is the caBundle).
+
+If the registry cannot be reached, images are denied (fail closed); with
+--grace, a decision already cached is served for that much longer.";
+
+const DOCTOR_EXAMPLES: &str = "\
+Examples:
+  marque node doctor --state /var/lib/marque/node
+  marque node doctor --state node/ --policy-json /etc/containers/policy.json -o json
+
+Each check is ok, warn or fail; exit 1 if any failed.";
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeAgentArgs {
+    /// The node's state directory.
+    #[arg(long, value_name = "DIR", env = "MARQUE_NODE_STATE")]
+    pub(crate) state: PathBuf,
+    /// Where to fetch trust bundles: `ca` (the CA this node joined, over
+    /// mutual TLS), a registry repository holding `trust-SEGMENT`, or
+    /// `none` (only `marque node trust` updates the bundle).
+    #[arg(long, value_name = "ca|REPO|none", default_value = "ca")]
+    pub(crate) bundle_from: String,
+    /// How often to look for a new bundle.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) bundle_interval: std::time::Duration,
+    /// Serve the verifying registry proxy on this address.
+    #[arg(long, value_name = "ADDR", requires = "upstreams")]
+    pub(crate) proxy: Option<String>,
+    /// A registry the proxy pulls from (repeat; the first is used when a
+    /// request does not name one with containerd's `?ns=`).
+    #[arg(long = "upstream", value_name = "REGISTRY")]
+    pub(crate) upstreams: Vec<String>,
+    /// Serve the admission webhook (HTTPS) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) webhook: Option<String>,
+    /// The webhook's certificate chain (PEM); default: generated.
+    #[arg(long, value_name = "FILE", requires = "webhook_key")]
+    pub(crate) webhook_cert: Option<PathBuf>,
+    /// The webhook certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "webhook_cert")]
+    pub(crate) webhook_key: Option<PathBuf>,
+    /// A name the generated webhook certificate is valid for (repeat).
+    #[arg(long = "webhook-name", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+    pub(crate) webhook_names: Vec<String>,
+    /// How long a decision is reused before the image is verified again.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub(crate) cache_ttl: std::time::Duration,
+    /// How much longer a cached decision may be served while the registry
+    /// is unreachable (0: fail closed at once).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub(crate) grace: std::time::Duration,
+    /// Do not renew the node certificate (another process does).
+    #[arg(long)]
+    pub(crate) no_renew: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeDoctorArgs {
+    /// The node's state directory.
+    #[arg(long, value_name = "DIR", env = "MARQUE_NODE_STATE")]
+    pub(crate) state: PathBuf,
+    /// containerd's configuration file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/containerd/config.toml"
+    )]
+    pub(crate) containerd_config: PathBuf,
+    /// The containerd binary.
+    #[arg(long, value_name = "FILE", default_value = "containerd")]
+    pub(crate) containerd: PathBuf,
+    /// The containers policy.json CRI-O, podman and skopeo read.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/containers/policy.json"
+    )]
+    pub(crate) policy_json: PathBuf,
+    /// The admission webhook's certificate (default: the generated one in
+    /// <state>/webhook/tls.crt, when present).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) webhook_cert: Option<PathBuf>,
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

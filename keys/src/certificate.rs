@@ -256,6 +256,49 @@ pub fn issue_signer(
     Ok(cert.pem())
 }
 
+/// Issues a TLS server certificate (serverAuth) for `subject`, valid for
+/// each of `names` (DNS names or IP addresses), e.g. for an admission
+/// webhook's Service `marque.kube-system.svc`.
+pub fn issue_server(
+    issuer: &CaCertificate,
+    subject: &PublicKey,
+    names: &[String],
+    not_before: SystemTime,
+    validity: Duration,
+) -> Result<String, Error> {
+    let Some(first) = names.first() else {
+        return Err(cert_err("a server certificate needs at least one name"));
+    };
+    let mut sans = Vec::new();
+    for name in names {
+        sans.push(match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                name.as_str()
+                    .try_into()
+                    .map_err(|_| cert_err(format!("{name:?} is not a DNS name")))?,
+            ),
+        });
+    }
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, first.as_str());
+    params.distinguished_name = dn;
+    params.subject_alt_names = sans;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = offset(not_before.checked_sub(BACKDATE).unwrap_or(not_before))?;
+    params.not_after = offset(not_before + validity)?;
+    params.serial_number = Some(random_serial()?);
+    params.use_authority_key_identifier_extension = true;
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(subject.spki_der())
+        .map_err(|e| cert_err(format!("unsupported subject key: {e}")))?;
+    let cert = params
+        .signed_by(&spki, &issuer.rcgen_issuer()?)
+        .map_err(|e| cert_err(e.to_string()))?;
+    Ok(cert.pem())
+}
+
 /// The first `CERTIFICATE` block in `pem`, as DER.
 pub fn first_certificate(pem_bytes: &[u8]) -> Result<Vec<u8>, Error> {
     certificates_from_pem(pem_bytes)?

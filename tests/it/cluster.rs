@@ -1051,5 +1051,6 @@ fn containerd_verifier_contract() {
     assert_eq!(lines[1]["digest"], signed.as_str());
     assert_eq!(lines[4]["decision"], "deny");
     assert_eq!(lines[4]["bundle_version"], 2);
-    assert!(lines[4]["reason"].as_str().unwrap().contains("is revoked"));
+    assert!(lines[4]["reasons"].to_string().contains("is revoked"));
+    assert_eq!(lines[4]["source"], "containerd-verifier");
 }

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 
 /// A validated `sha256:` content digest.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,14 +21,9 @@ pub struct InvalidDigest(pub String);
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
-        let hash = Sha256::digest(bytes);
-        let mut s = String::with_capacity(71);
-        s.push_str("sha256:");
-        for b in hash.iter() {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-        Digest(s)
+        let mut h = Hasher::default();
+        h.update(bytes);
+        h.finish()
     }
 
     /// The full `sha256:<hex>` form.
@@ -53,6 +48,29 @@ impl Digest {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Hashes content that arrives in pieces.
+#[derive(Debug, Clone, Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    /// Adds `chunk`.
+    pub fn update(&mut self, chunk: &[u8]) {
+        sha2::Digest::update(&mut self.0, chunk);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> Digest {
+        let hash = sha2::Digest::finalize(self.0);
+        let mut s = String::with_capacity(71);
+        s.push_str("sha256:");
+        for b in hash.iter() {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        Digest(s)
+    }
+}
 
 impl FromStr for Digest {
     type Err = InvalidDigest;

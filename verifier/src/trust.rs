@@ -344,6 +344,11 @@ impl Accepted {
         crate::registry::layout::write_atomically(&self.dir, &path, &bytes).map_err(self.io(&path))
     }
 
+    /// The file holding the envelope in force.
+    pub fn bundle_path(&self) -> PathBuf {
+        self.dir.join("bundle.json")
+    }
+
     /// The bundle in force, re-verified from disk against the signers that
     /// were trusted when it was accepted (a corrupted file is refused).
     pub fn current(&self) -> Result<Option<Bundle>, TrustError> {

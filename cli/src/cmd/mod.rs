@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod agent;
 mod attest;
 mod ca;
 mod cluster;
@@ -60,6 +61,10 @@ fn parse_images(names: &[String]) -> anyhow::Result<Vec<marque_verifier::ImageRe
 }
 
 fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
+    Client::new(registry_options(args)).context("cannot set up the registry client")
+}
+
+fn registry_options(args: &RegistryArgs) -> ClientOptions {
     let mut options = ClientOptions::default();
     options.limits.request_timeout = std::time::Duration::from_secs(args.timeout);
     options.limits.connect_timeout = std::time::Duration::from_secs(args.timeout.min(10));
@@ -72,7 +77,7 @@ fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
             password: password.clone(),
         });
     }
-    Client::new(options).context("cannot set up the registry client")
+    options
 }
 
 fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {

@@ -118,5 +118,19 @@ pub(super) async fn publish(args: TrustPublishArgs) -> anyhow::Result<Status> {
             args.bundle_version
         );
     }
+    if let (Some(ca), Some(admin)) = (&args.ca, &args.admin) {
+        let published =
+            marque_verifier::cluster::client::publish_bundle(ca, admin, &args.segment, &envelope)
+                .await
+                .with_context(|| format!("the CA at {ca} did not take the trust bundle"))?;
+        if published {
+            eprintln!(
+                "The CA at {ca} now serves trust bundle v{} to segment {}.",
+                args.bundle_version, args.segment
+            );
+        } else {
+            eprintln!("The CA at {ca} already serves this trust bundle.");
+        }
+    }
     Ok(Status::Ok)
 }

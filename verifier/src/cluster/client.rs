@@ -14,7 +14,7 @@ use rustls::pki_types::ServerName;
 use super::ClusterError;
 
 /// Largest response body read.
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
 /// A client for one CA address and TLS configuration.
 #[derive(Clone)]
@@ -144,4 +144,52 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     } else {
         text
     }
+}
+
+/// A client for the CA at `addr` as the admin whose files
+/// (`admin.crt`, `admin.key`, `root.crt`, from `marque ca issue-admin`)
+/// are in `dir`; the CA must present a certificate from that root.
+pub fn admin_client(addr: &str, dir: &std::path::Path) -> Result<CaClient, ClusterError> {
+    use rustls::pki_types::CertificateDer;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| ClusterError::Protocol(format!("{}: {e}", path.display())))
+    };
+    let root = marque_keys::certificate::first_certificate(&read("root.crt")?)?;
+    let trust_domain = super::server::trust_domain_of(&root)?;
+    let chain = marque_keys::certificate::certificates_from_pem(&read("admin.crt")?)?
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    let key = marque_keys::PrivateKeyFile::parse(&read("admin.key")?)?.into_signing_key(None)?;
+    let identity = super::tls::Identity {
+        chain,
+        key_pkcs8: key.pkcs8_der().to_vec(),
+    };
+    let config = super::tls::pinned_client_config(&[CertificateDer::from(root)], Some(&identity))
+        .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+    CaClient::new(
+        addr,
+        config,
+        &marque_keys::node::ca_server_name(&trust_domain),
+    )
+}
+
+/// Gives a signed trust bundle to the CA at `addr` as the admin in
+/// `admin_dir`; the CA checks it as a node would and serves it to the
+/// segment's nodes. `Ok(false)`: that bundle was already being served.
+pub async fn publish_bundle(
+    addr: &str,
+    admin_dir: &std::path::Path,
+    segment: &str,
+    envelope: &[u8],
+) -> Result<bool, ClusterError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(envelope);
+    let answer = admin_client(addr, admin_dir)?
+        .call(Method::PUT, &format!("/v1/trust/{segment}"), |_| {
+            Ok(Some(serde_json::json!({ "envelope": b64 })))
+        })
+        .await?;
+    Ok(answer["published"] == true)
 }

@@ -12,6 +12,8 @@
 //! The formats (tokens, identities, certificates) are in
 //! `marque_keys::node`; see docs/node-trust.md for the flow and threats.
 
+pub use hyper::Method;
+
 pub mod client;
 pub mod node;
 pub mod server;

@@ -10,6 +10,8 @@
 //! | `GET /v1/nodes` | a manager or an admin |
 //! | `DELETE /v1/nodes/ID` | an admin |
 //! | `GET /v1/tokens`, `POST /v1/tokens`, `DELETE /v1/tokens/ID` | an admin |
+//! | `PUT /v1/trust/SEGMENT` (a trust bundle) | an admin |
+//! | `GET /v1/trust` (the bundle for the caller's segment) | a node |
 //!
 //! Who is calling is decided on every request from the verified client
 //! certificate (its URI SAN, trust domain, serial and the CA's records),
@@ -36,6 +38,8 @@ use super::{ClusterError, tls, unix_now};
 
 /// Largest request body read.
 const MAX_REQUEST_BYTES: usize = 64 << 10;
+/// Largest request body read on the trust-bundle route (a base64 bundle).
+const MAX_BUNDLE_REQUEST_BYTES: usize = 8 << 20;
 /// Failed join attempts allowed per client address per window.
 const MAX_FAILURES: u32 = 5;
 /// The rate limiter's window.
@@ -228,7 +232,11 @@ impl Authority {
 
     /// The roots part of discovery, join and renewal answers.
     fn roots_json(&self) -> serde_json::Value {
-        let mut v = json!({ "root": self.root_pem, "trust_domain": self.trust_domain });
+        let mut v = json!({
+            "root": self.root_pem,
+            "trust_domain": self.trust_domain,
+            "time": unix_now(),
+        });
         if let Some(r) = &self.rotation {
             v["next_root"] = r.next_root_pem.clone().into();
             v["cross"] = r.cross_pem.clone().into();
@@ -423,10 +431,12 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-    {
+    let limit = if path.starts_with("/v1/trust/") {
+        MAX_BUNDLE_REQUEST_BYTES
+    } else {
+        MAX_REQUEST_BYTES
+    };
+    let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return reply(
@@ -456,6 +466,13 @@ fn decide(
 ) -> Response<Full<Bytes>> {
     let result = match (method, path.as_str()) {
         (Method::GET, "/v1/root") => Ok(authority.roots_json()),
+        (Method::GET, "/v1/trust") => {
+            authorize(conn, authority, Access::Node).and_then(|node| serve_bundle(node, authority))
+        }
+        (Method::PUT, p) if p.starts_with("/v1/trust/") => {
+            authorize(conn, authority, Access::Admin)
+                .and_then(|_| publish_bundle(&p["/v1/trust/".len()..], &body, authority))
+        }
         (Method::POST, "/v1/join") => join(&body, conn, authority),
         (Method::POST, "/v1/renew") => renew(&body, conn, authority),
         (Method::GET, "/v1/nodes") => {
@@ -496,6 +513,78 @@ fn decide(
             reply(status, json!({ "error": reason }))
         }
     }
+}
+
+/// Where the CA keeps the newest bundle of a segment: an
+/// [`crate::trust::Accepted`] directory, so the CA applies the same checks
+/// as a node (threshold, rollback, expiry, segment) before serving it.
+fn segment_trust(authority: &Authority, segment: &str) -> crate::trust::Accepted {
+    crate::trust::Accepted::new(&authority.state.path().join("trust").join(segment))
+}
+
+fn publish_bundle(
+    segment: &str,
+    body: &[u8],
+    authority: &Authority,
+) -> Result<serde_json::Value, Refusal> {
+    if !node::valid_name(segment, false) {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "bad segment name"));
+    }
+    let Some(signers) = &authority.trust_signers else {
+        return Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "this CA has no trust-bundle signers (marque ca trust-signers), so nodes could not verify a bundle",
+        ));
+    };
+    let request: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("bad request: {e}")))?;
+    let envelope = request["envelope"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no base64 envelope"))?;
+    let trust = segment_trust(authority, segment);
+    let bad = |e: crate::trust::TrustError| Refusal::new(StatusCode::CONFLICT, e.to_string());
+    trust.pin(signers, segment).map_err(bad)?;
+    match trust.accept(&envelope, unix_now()).map_err(bad)? {
+        Some(b) => Ok(json!({ "segment": segment, "version": b.version, "published": true })),
+        None => Ok(json!({ "segment": segment, "published": false })),
+    }
+}
+
+fn serve_bundle(
+    node: Option<NodeRecord>,
+    authority: &Authority,
+) -> Result<serde_json::Value, Refusal> {
+    let Some(node) = node else {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "only nodes have a segment",
+        ));
+    };
+    let trust = segment_trust(authority, &node.segment);
+    let Some(bundle) = trust.current().map_err(|e| {
+        tracing::error!(segment = %node.segment, "the stored trust bundle is unusable: {e}");
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored trust bundle is unusable",
+        )
+    })?
+    else {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no trust bundle has been published for segment {}",
+                node.segment
+            ),
+        ));
+    };
+    let bytes = std::fs::read(trust.bundle_path())
+        .map_err(|e| Refusal::from(ClusterError::Protocol(format!("trust bundle: {e}"))))?;
+    Ok(json!({
+        "segment": node.segment,
+        "version": bundle.version,
+        "envelope": base64::engine::general_purpose::STANDARD.encode(bytes),
+    }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

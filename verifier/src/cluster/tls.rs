@@ -61,6 +61,19 @@ pub fn server_config(
         .map_err(err)
 }
 
+/// A plain TLS server (TLS 1.2 and 1.3, no client certificates, ALPN
+/// `http/1.1`), for the admission webhook that kube-apiserver calls.
+pub fn plain_server_config(identity: &Identity) -> Result<ServerConfig, TlsConfigError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(err)?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key())
+        .map_err(err)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// A client that trusts only `trusted` (the pinned root, and during a
 /// rotation the new one), optionally presenting `identity`.
 pub fn pinned_client_config(

@@ -232,16 +232,12 @@ impl OciLayout {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(self.io(&self.blob_path(digest))(e)),
         }
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut hasher = crate::digest::Hasher::default();
         self.stream_blob(digest, size, &mut |chunk| {
-            sha2::Digest::update(&mut hasher, chunk);
+            hasher.update(chunk);
             Ok(())
         })?;
-        let hex: String = sha2::Digest::finalize(hasher)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok(hex == digest.hex())
+        Ok(hasher.finish() == *digest)
     }
 
     /// A writer for one blob of this layout: bytes go to a temporary file
@@ -255,7 +251,7 @@ impl OciLayout {
             dir,
             path,
             file,
-            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+            hasher: crate::digest::Hasher::default(),
             written: 0,
         })
     }
@@ -570,7 +566,7 @@ pub struct BlobWriter {
     dir: PathBuf,
     path: PathBuf,
     file: File,
-    hasher: sha2::Sha256,
+    hasher: crate::digest::Hasher,
     written: u64,
 }
 
@@ -583,7 +579,7 @@ impl BlobWriter {
                 path: self.path.clone(),
                 source,
             })?;
-        sha2::Digest::update(&mut self.hasher, chunk);
+        self.hasher.update(chunk);
         self.written += chunk.len() as u64;
         Ok(())
     }
@@ -591,11 +587,7 @@ impl BlobWriter {
     /// Checks that exactly `size` bytes hashing to `digest` were written,
     /// then fsyncs and moves the blob into place.
     pub fn finish(mut self, digest: &Digest, size: u64) -> Result<(), RegistryError> {
-        let hasher = std::mem::replace(&mut self.hasher, <sha2::Sha256 as sha2::Digest>::new());
-        let hex: String = sha2::Digest::finalize(hasher)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let actual = std::mem::take(&mut self.hasher).finish();
         let what = format!("blob {digest}");
         if self.written != size {
             return Err(RegistryError::Protocol(format!(
@@ -603,13 +595,11 @@ impl BlobWriter {
                 self.written
             )));
         }
-        if hex != digest.hex() {
+        if actual != *digest {
             return Err(RegistryError::DigestMismatch {
                 what,
                 expected: digest.clone(),
-                actual: format!("sha256:{hex}").parse().map_err(|_| {
-                    RegistryError::Protocol("internal error: bad digest".to_owned())
-                })?,
+                actual,
             });
         }
         let io = |source| RegistryError::Io {

@@ -32,6 +32,8 @@ pub struct Limits {
     pub max_signatures: usize,
     /// Whole-request timeout (default 30 s).
     pub request_timeout: Duration,
+    /// Longest wait for the next bytes of a response (default 30 s).
+    pub read_timeout: Duration,
     /// TCP/TLS connect timeout (default 10 s).
     pub connect_timeout: Duration,
 }
@@ -43,6 +45,7 @@ impl Default for Limits {
             max_payload_bytes: 1 << 20,
             max_signatures: 1000,
             request_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -130,6 +133,30 @@ pub struct Manifest {
     pub digest: Digest,
     /// The media type the registry declared, or the document's `mediaType`.
     pub media_type: Option<String>,
+}
+
+/// A blob being read from a registry, chunk by chunk.
+#[derive(Debug)]
+pub struct BlobStream {
+    /// The length the registry declared.
+    pub length: Option<u64>,
+    registry: String,
+    resp: Option<reqwest::Response>,
+}
+
+impl BlobStream {
+    /// The next chunk; `None` at the end (or for a `head` request).
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, RegistryError> {
+        let Some(resp) = self.resp.as_mut() else {
+            return Ok(None);
+        };
+        resp.chunk()
+            .await
+            .map_err(|source| RegistryError::Transport {
+                registry: self.registry.clone(),
+                source,
+            })
+    }
 }
 
 /// A manifest reference within a repository.
@@ -297,6 +324,25 @@ impl Repository {
                 remote.stream_blob(reference, digest, limit, sink).await
             }
             Repository::Layout(layout) => layout.stream_blob(digest, limit, sink),
+        }
+    }
+
+    /// Opens a blob in a registry for streaming, without reading it
+    /// (`head`: headers only). The digest is not checked here: the reader
+    /// hashes what it forwards. Not available for OCI layouts.
+    pub async fn open_blob(
+        &self,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<BlobStream, RegistryError> {
+        match self {
+            Repository::Remote { remote, reference } => {
+                remote.open_blob(reference, digest, head).await
+            }
+            Repository::Layout(layout) => Err(RegistryError::Protocol(format!(
+                "cannot stream blobs from the layout {}",
+                layout.path().display()
+            ))),
         }
     }
 

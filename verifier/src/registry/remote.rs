@@ -64,6 +64,7 @@ impl RemoteRegistry {
             .user_agent(USER_AGENT)
             .connect_timeout(options.limits.connect_timeout)
             .timeout(options.limits.request_timeout)
+            .read_timeout(options.limits.read_timeout)
             .pool_max_idle_per_host(64)
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
@@ -416,6 +417,33 @@ impl RemoteRegistry {
             sink(&chunk)?;
         }
         Ok(())
+    }
+
+    /// Opens a blob for streaming (`head`: headers only). The caller
+    /// checks the digest of what it reads.
+    pub(super) async fn open_blob(
+        &self,
+        r: &RegistryRef,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<super::BlobStream, RegistryError> {
+        let url = self.url(r, &format!("blobs/{digest}"));
+        let method = if head { Method::HEAD } else { Method::GET };
+        let resp = self.send(r, Access::Pull, method, &url, &[], None).await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(RegistryError::NotFound {
+                    what: format!("blob {}@{digest}", r.repository()),
+                });
+            }
+            status => return Err(status_error("GET", &url, status, body_snippet(resp).await)),
+        }
+        Ok(super::BlobStream {
+            length: resp.content_length(),
+            registry: r.registry().to_owned(),
+            resp: if head { None } else { Some(resp) },
+        })
     }
 
     pub(super) async fn push_blob(
