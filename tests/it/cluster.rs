@@ -9,23 +9,23 @@ use std::process::{Child, Command, Stdio};
 use crate::common::*;
 
 /// A cluster CA directory and a running `marque ca serve`.
-struct Ca {
+pub(crate) struct Ca {
     dir: tempfile::TempDir,
     child: Option<Child>,
-    addr: String,
+    pub(crate) addr: String,
     serve_args: Vec<String>,
 }
 
 impl Ca {
-    fn new(trust_domain: &str) -> Ca {
+    pub(crate) fn new(trust_domain: &str) -> Ca {
         Ca::with_args(trust_domain, &[])
     }
 
-    fn with_args(trust_domain: &str, serve_args: &[&str]) -> Ca {
+    pub(crate) fn with_args(trust_domain: &str, serve_args: &[&str]) -> Ca {
         Ca::with_init(trust_domain, &[], serve_args)
     }
 
-    fn with_init(trust_domain: &str, init_args: &[&str], serve_args: &[&str]) -> Ca {
+    pub(crate) fn with_init(trust_domain: &str, init_args: &[&str], serve_args: &[&str]) -> Ca {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("ca");
         let mut args = vec![
@@ -48,12 +48,12 @@ impl Ca {
         ca
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Starts the service and waits for its address.
-    fn start(&mut self, listen: &str) {
+    pub(crate) fn start(&mut self, listen: &str) {
         let mut child = Command::new(marque_bin())
             .args([
                 "ca",
@@ -87,14 +87,14 @@ impl Ca {
         self.child = Some(child);
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    fn token(&self, extra: &[&str]) -> String {
+    pub(crate) fn token(&self, extra: &[&str]) -> String {
         let (ca, state) = (self.path("ca"), self.path("state"));
         let mut args = vec![
             "ca",
@@ -111,11 +111,11 @@ impl Ca {
         out.stdout.trim().to_owned()
     }
 
-    fn worker_token(&self) -> String {
+    pub(crate) fn worker_token(&self) -> String {
         self.token(&["--role", "worker", "--segment", "edge"])
     }
 
-    fn join(&self, token: &str, node: &Path) -> Out {
+    pub(crate) fn join(&self, token: &str, node: &Path) -> Out {
         marque(
             &[
                 "node",
@@ -131,7 +131,7 @@ impl Ca {
         )
     }
 
-    fn state_arg(&self) -> String {
+    pub(crate) fn state_arg(&self) -> String {
         self.path("state").to_str().unwrap().to_owned()
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `marque` binary against a real registry
 //! (Debian's docker-registry, started here) and the real cosign and skopeo.
 
+mod agent;
 mod attacks;
 mod attestations;
 mod auth;

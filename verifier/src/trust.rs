@@ -344,6 +344,12 @@ impl Accepted {
         crate::registry::layout::write_atomically(&self.dir, &path, &bytes).map_err(self.io(&path))
     }
 
+    /// The version in force according to the trust state (0: none), without
+    /// verifying the bundle.
+    pub fn version(&self) -> Result<u64, TrustError> {
+        Ok(self.state()?.map_or(0, |s| s.version))
+    }
+
     /// The file holding the envelope in force.
     pub fn bundle_path(&self) -> PathBuf {
         self.dir.join("bundle.json")

@@ -52,11 +52,19 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
         )),
     };
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(source) = source {
+    {
         let (enforcer, dir, client) = (Arc::clone(&enforcer), dir.clone(), client.clone());
         let (segment, interval) = (info.segment.clone(), args.bundle_interval);
         tasks.spawn(async move {
-            update_bundles(&enforcer, &source, &dir, &client, &segment, interval).await;
+            update_bundles(
+                &enforcer,
+                source.as_ref(),
+                &dir,
+                &client,
+                &segment,
+                interval,
+            )
+            .await;
         });
     }
     if !args.no_renew {
@@ -132,9 +140,6 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
             listener,
         ));
     }
-    if tasks.is_empty() {
-        anyhow::bail!("nothing to do: give --proxy, --webhook or a bundle source");
-    }
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {
             anyhow::bail!("an agent task failed: {e}");
@@ -148,20 +153,28 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
 /// (and is logged); an expired bundle in force raises an alert each round.
 async fn update_bundles(
     enforcer: &Enforcer,
-    source: &Source,
+    source: Option<&Source>,
     dir: &NodeDir,
     client: &marque_verifier::registry::Client,
     segment: &str,
     interval: Duration,
 ) {
     loop {
-        match source.fetch(dir, client, segment).await {
+        // A bundle accepted by `marque node trust` meanwhile.
+        enforcer.reload_if_changed();
+        let fetched = match source {
+            Some(s) => s.fetch(dir, client, segment).await,
+            None => Ok(None),
+        };
+        let source = source.map_or_else(|| "nowhere".to_owned(), ToString::to_string);
+        match fetched {
             Ok(Some(bytes)) => {
                 // The time is taken once per update.
                 if let Ok(Some(v)) = enforcer.offer(&bytes, super::unix_now()) {
                     eprintln!("Accepted trust bundle v{v} from {source}.");
                 }
             }
+            Ok(None) if source == "nowhere" => {}
             Ok(None) => {
                 tracing::warn!("{source} has no trust bundle for segment {segment} yet");
             }
@@ -433,7 +446,7 @@ async fn containerd(args: &crate::args::NodeDoctorArgs) -> Vec<Check> {
         }
     };
     let parsed = text.split_whitespace().find_map(|w| {
-        let v = w.strip_prefix('v')?;
+        let v = w.strip_prefix('v').unwrap_or(w);
         let mut parts = v.split('.');
         Some((
             parts.next()?.parse::<u32>().ok()?,

@@ -209,6 +209,52 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Kills the registry (its storage is kept).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address with the same storage.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        let bin = docker_registry_bin().expect("docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.path().join("registry.log"))
+                .unwrap();
+            let log2 = log.try_clone().unwrap();
+            self.child = Command::new(&bin)
+                .arg("serve")
+                .arg(self.dir.path().join("config.yml"))
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .spawn()
+                .unwrap();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(3) {
+                if matches!(http::get(&self.addr, "/v2/", &[]), Ok(r) if r.status == 200) {
+                    return;
+                }
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break; // the port may still be in TIME_WAIT; try again
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not restart:\n{}",
+                self.log()
+            );
+            self.kill();
+        }
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();

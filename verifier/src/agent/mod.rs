@@ -200,6 +200,16 @@ impl Enforcer {
         self.install(loaded);
     }
 
+    /// Reloads the bundle when another process (`marque node trust`)
+    /// accepted a different version since it was loaded.
+    pub fn reload_if_changed(&self) {
+        let on_disk = self.trust.version().unwrap_or(u64::MAX);
+        let loaded = self.in_force().map_or(0, |f| f.bundle.version);
+        if on_disk != loaded {
+            self.reload();
+        }
+    }
+
     fn install(&self, loaded: Result<Arc<InForce>, String>) {
         let mut slot = self.in_force.write().unwrap_or_else(|e| e.into_inner());
         *slot = loaded;
