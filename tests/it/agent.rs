@@ -525,10 +525,10 @@ fn admission_webhook_checks_every_pod_template() {
         assert!(message.contains("0 of 1 required"), "{message}");
     }
     // The ephemeral container alone is unsigned: still denied.
-    let body = review("ephemeral.json", &[bad.clone()]);
+    let body = review("ephemeral.json", std::slice::from_ref(&bad));
     assert_eq!(post(&body).1["response"]["allowed"], false);
     // Audit mode: allowed, with a warning.
-    let (_, answer) = post(&review("pod.json", &[audited.clone()]));
+    let (_, answer) = post(&review("pod.json", std::slice::from_ref(&audited)));
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
     assert!(
         answer["response"]["warnings"]
@@ -538,7 +538,7 @@ fn admission_webhook_checks_every_pod_template() {
     );
     // DELETE has no images: allowed.
     assert_eq!(
-        post(&review("delete.json", &[bad.clone()])).1["response"]["allowed"],
+        post(&review("delete.json", std::slice::from_ref(&bad))).1["response"]["allowed"],
         true
     );
     // Not an AdmissionReview: 400 (kube-apiserver applies failurePolicy).
