@@ -12,22 +12,26 @@
 #                                    # release build that keeps line tables
 #                                    # (target/profiling/marque)
 #   scripts/bench.sh ca              # benches/ca.rs: cluster CA joins and renewals
-#   scripts/bench.sh all             # compare, policy, ca
+#   scripts/bench.sh agent           # benches/agent.rs: the node agent's proxy
+#                                    # (256 MiB blob throughput, warm and cold
+#                                    # decisions against marque verify)
+#   scripts/bench.sh all             # compare, policy, ca, agent
 #
 # compare: BENCH_IMAGES (default 200) and BENCH_RUNS (20) tune it.
 # policy: BENCH_POLICY_IMAGES (1000), BENCH_POLICY_JOBS (8,64,128: --jobs values
 # tried besides the default), BENCH_POLICY_SINGLES (20: images verified one
 # process each), BENCH_POLICY_PROFILE (a directory: profile into it).
 # ca: BENCH_CA_NODES (200), BENCH_CA_ROUNDS (3).
+# agent: BENCH_AGENT_IMAGES (30), BENCH_AGENT_ROUNDS (5), BENCH_AGENT_LAYER_MIB (256).
 # BENCH_ON_DISK=1 keeps the registry's storage on disk instead of tmpfs.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 what="${1:-compare}"
 case "$what" in
-    compare | policy | policy-profile | ca | all) ;;
+    compare | policy | policy-profile | ca | agent | all) ;;
     *)
-        echo "usage: $0 [compare|policy|policy-profile|ca|all]" >&2
+        echo "usage: $0 [compare|policy|policy-profile|ca|agent|all]" >&2
         exit 2
         ;;
 esac
@@ -52,9 +56,11 @@ case "$what" in
     compare) registry_tmpfs && cargo bench -q --bench compare ;;
     policy) registry_tmpfs && cargo bench -q --bench policy ;;
     ca) ca ;;
+    agent) registry_tmpfs && cargo bench -q --bench agent ;;
     all)
         ca
         registry_tmpfs
+        cargo bench -q --bench agent
         cargo bench -q --bench compare
         cargo bench -q --bench policy
         ;;

@@ -21,9 +21,17 @@ fn audit(state: &std::path::Path) -> Audit {
 
 pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
     let dir = NodeDir::new(&args.state);
-    let info = dir
-        .info()
-        .context("the agent needs a node identity (marque node join)")?;
+    // The identity gives the segment to fetch and the certificate to renew;
+    // an agent fed only by `marque node trust` (--bundle-from none
+    // --no-renew) runs without one.
+    let info = if args.bundle_from == "none" && args.no_renew {
+        dir.info().ok()
+    } else {
+        Some(dir.info().context(
+            "the agent needs a node identity (marque node join), unless --bundle-from none --no-renew",
+        )?)
+    };
+    let segment = info.as_ref().map(|i| i.segment.clone()).unwrap_or_default();
     let client = super::registry_client(&args.registry)?;
     let settings = Settings {
         cache_ttl: args.cache_ttl,
@@ -54,7 +62,7 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (enforcer, dir, client) = (Arc::clone(&enforcer), dir.clone(), client.clone());
-        let (segment, interval) = (info.segment.clone(), args.bundle_interval);
+        let interval = args.bundle_interval;
         tasks.spawn(async move {
             update_bundles(
                 &enforcer,

@@ -423,55 +423,82 @@ async fn blob(proxy: &Proxy, repo: RegistryRef, reference: &str, head: bool) -> 
     r
 }
 
-/// Streams a blob, hashing it; the last chunk is only sent once the
-/// digest matched, so bad content ends in an error, never in a complete
-/// transfer.
+/// Chunks queued for the hashing thread before the transfer waits for it.
+const HASH_QUEUE: usize = 64;
+
+/// Streams a blob, hashing it on a blocking thread in parallel with the
+/// transfer (hashing is the costliest step; on its own core it no longer
+/// adds to the copy). The last chunk is only sent once the digest matched,
+/// so bad content ends in an error, never in a complete transfer.
 fn forward(stream: BlobStream, expected: Digest) -> Body {
     struct State {
         stream: BlobStream,
-        hasher: Hasher,
+        to_hasher: Option<tokio::sync::mpsc::Sender<Bytes>>,
+        hasher: Option<tokio::task::JoinHandle<Digest>>,
         held: Option<Bytes>,
         expected: Digest,
         done: bool,
     }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+    let hasher = tokio::task::spawn_blocking(move || {
+        let mut h = Hasher::default();
+        while let Some(chunk) = rx.blocking_recv() {
+            h.update(&chunk);
+        }
+        h.finish()
+    });
     let state = State {
         stream,
-        hasher: Hasher::default(),
+        to_hasher: Some(tx),
+        hasher: Some(hasher),
         held: None,
         expected,
         done: false,
     };
-    let frames = futures_util::stream::unfold(state, |mut s| async move {
+    let fail = |s: State, why: String| {
+        tracing::warn!(digest = %s.expected, "blob transfer failed: {why}");
+        Some((Err(std::io::Error::other(why)), State { done: true, ..s }))
+    };
+    let frames = futures_util::stream::unfold(state, move |mut s| async move {
         if s.done {
             return None;
         }
         loop {
             match s.stream.chunk().await {
                 Ok(Some(chunk)) => {
-                    s.hasher.update(&chunk);
+                    let queued = match &s.to_hasher {
+                        Some(tx) => tx.send(chunk.clone()).await.is_ok(),
+                        None => false,
+                    };
+                    if !queued {
+                        return fail(s, "the blob hasher stopped".to_owned());
+                    }
                     if let Some(previous) = s.held.replace(chunk) {
                         return Some((Ok(Frame::data(previous)), s));
                     }
                 }
                 Ok(None) => {
                     s.done = true;
-                    let actual = std::mem::take(&mut s.hasher).finish();
+                    s.to_hasher = None;
+                    let actual = match s.hasher.take() {
+                        Some(h) => h.await.ok(),
+                        None => None,
+                    };
+                    let Some(actual) = actual else {
+                        return fail(s, "the blob hasher failed".to_owned());
+                    };
                     if actual != s.expected {
                         tracing::error!(expected = %s.expected, %actual, "upstream blob does not match its digest");
-                        let e = std::io::Error::other(format!(
+                        let why = format!(
                             "blob {} does not match its digest (got {actual})",
                             s.expected
-                        ));
-                        return Some((Err(e), s));
+                        );
+                        return fail(s, why);
                     }
                     let last = s.held.take()?;
                     return Some((Ok(Frame::data(last)), s));
                 }
-                Err(e) => {
-                    s.done = true;
-                    tracing::warn!(digest = %s.expected, "upstream blob transfer failed: {e}");
-                    return Some((Err(std::io::Error::other(e.to_string())), s));
-                }
+                Err(e) => return fail(s, format!("upstream: {e}")),
             }
         }
     });
