@@ -55,6 +55,16 @@ pub(crate) enum Command {
     Trust(TrustCommand),
 }
 
+impl Command {
+    /// Long-running services, which get a multi-threaded runtime.
+    pub(crate) fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Command::Ca(CaCommand::Serve(_)) | Command::Node(NodeCommand::Agent(_))
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum TrustCommand {
     /// Build and sign a trust bundle for one segment.

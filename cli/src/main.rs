@@ -49,10 +49,13 @@ impl Status {
 fn main() -> ExitCode {
     let cli = args::Cli::parse_from(containerd_flags(std::env::args_os().collect()));
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // Services (the CA, the node agent) use every core; commands one thread.
+    let mut builder = if cli.command.is_service() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("marque: cannot start the async runtime: {e}");
