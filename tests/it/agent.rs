@@ -1101,3 +1101,76 @@ fn doctor_checks_the_node_setup() {
     .unwrap();
     assert_eq!(status(&doctor(&[]), "containerd"), "fail");
 }
+
+#[test]
+fn registry_unreachable_fails_closed_unless_a_grace_period_covers_a_cached_decision() {
+    let Some(mut reg) = support::Registry::start() else {
+        return;
+    };
+    let addr = reg.addr();
+    let c = Cluster::new();
+    let signed = support::push_sample_image(&addr, "grace/signed", "v1");
+    let never_asked = support::push_synthetic_image(&addr, "grace/signed", "v2", 7);
+    c.sign(&format!("{addr}/grace/signed:v1"));
+    c.sign(&format!("{addr}/grace/signed:v2"));
+    let policy = c.policy(&format!("{addr}/grace"), &[]);
+    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
+        .expect_code(0);
+    marque(
+        &[
+            "node",
+            "trust",
+            "--state",
+            c.node.to_str().unwrap(),
+            "--bundle",
+            c.path("b1").to_str().unwrap(),
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let start = |grace: &str| {
+        Agent::start(
+            &c.node,
+            &[
+                "--bundle-from",
+                "none",
+                "--no-renew",
+                "--proxy",
+                "127.0.0.1:0",
+                "--upstream",
+                &addr,
+                "--cache-ttl",
+                "1s",
+                "--grace",
+                grace,
+            ],
+        )
+    };
+    let strict = start("0s");
+    let lenient = start("1h");
+    let by_digest = format!("/v2/grace/signed/manifests/{signed}");
+    for agent in [&strict, &lenient] {
+        assert_eq!(proxy_get(agent.proxy(), &by_digest).status, 200);
+    }
+    reg.kill();
+    std::thread::sleep(Duration::from_millis(1200));
+    // Past the cache TTL with the registry down: the default fails closed.
+    let r = proxy_get(strict.proxy(), &by_digest);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("failing closed"), "{}", r.text());
+    // The grace period serves the decision already made, and says so.
+    let r = proxy_get(lenient.proxy(), &by_digest);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(support::sha256_digest(&r.body), signed);
+    // But only a cached one: an image never decided is denied, and a tag
+    // cannot even be resolved.
+    let r = proxy_get(
+        lenient.proxy(),
+        &format!("/v2/grace/signed/manifests/{never_asked}"),
+    );
+    assert_ne!(r.status, 200, "{}", r.text());
+    let r = proxy_get(lenient.proxy(), "/v2/grace/signed/manifests/v1");
+    assert_ne!(r.status, 200, "{}", r.text());
+    let audit = std::fs::read_to_string(c.node.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("(grace period)"), "{audit}");
+}
