@@ -170,27 +170,8 @@ async fn update_bundles(
     loop {
         // A bundle accepted by `marque node trust` meanwhile.
         enforcer.reload_if_changed();
-        let fetched = match source {
-            Some(s) => s.fetch(dir, client, segment).await,
-            None => Ok(None),
-        };
-        let source = source.map_or_else(|| "nowhere".to_owned(), ToString::to_string);
-        match fetched {
-            Ok(Some(bytes)) => {
-                // The time is taken once per update.
-                if let Ok(Some(v)) = enforcer.offer(&bytes, super::unix_now()) {
-                    eprintln!("Accepted trust bundle v{v} from {source}.");
-                }
-            }
-            Ok(None) if source == "nowhere" => {}
-            Ok(None) => {
-                tracing::warn!("{source} has no trust bundle for segment {segment} yet");
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "cannot fetch the trust bundle from {source}: {e}; the bundle in force stays"
-                );
-            }
+        if let Some(source) = source {
+            fetch_once(enforcer, source, dir, client, segment).await;
         }
         if let Ok(f) = enforcer.in_force()
             && super::unix_now() >= f.bundle.expires
@@ -201,6 +182,32 @@ async fn update_bundles(
             );
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// One fetch from `source`, offered to the enforcer.
+async fn fetch_once(
+    enforcer: &Enforcer,
+    source: &Source,
+    dir: &NodeDir,
+    client: &marque_verifier::registry::Client,
+    segment: &str,
+) {
+    match source.fetch(dir, client, segment).await {
+        Ok(Some(bytes)) => {
+            // The time is taken once per update.
+            if let Ok(Some(v)) = enforcer.offer(&bytes, super::unix_now()) {
+                eprintln!("Accepted trust bundle v{v} from {source}.");
+            }
+        }
+        Ok(None) => {
+            tracing::warn!("{source} has no trust bundle for segment {segment} yet");
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot fetch the trust bundle from {source}: {e}; the bundle in force stays"
+            );
+        }
     }
 }
 
