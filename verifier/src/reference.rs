@@ -204,7 +204,7 @@ impl RegistryRef {
         &self.registry
     }
 
-    /// The host[:port] that serves the registry API.
+    /// The `host[:port]` that serves the registry API.
     pub fn api_host(&self) -> &str {
         if self.registry == DOCKER_HUB {
             DOCKER_HUB_API

@@ -213,7 +213,7 @@ pub mod danger {
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     pub enum Insecure {
         /// HTTPS with certificate verification, except for loopback
-        /// registries (127.0.0.0/8, localhost, [::1]), which use HTTP.
+        /// registries (127.0.0.0/8, localhost, `[::1]`), which use HTTP.
         #[default]
         LoopbackOnly,
         /// Plain HTTP for every registry (`--allow-insecure-registry`).
