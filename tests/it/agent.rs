@@ -446,6 +446,21 @@ fn admission_webhook_checks_every_pod_template() {
         &["--ca", &c.ca.addr, "--admin", admin.to_str().unwrap()],
     )
     .expect_code(0);
+    // The CA checks a bundle as a node would: another v1 is refused.
+    let other = c.policy(&format!("{addr}/{ns}"), &[&signed]);
+    let out = c.publish(
+        &other,
+        1,
+        "1h",
+        &["--ca", &c.ca.addr, "--admin", admin.to_str().unwrap()],
+    );
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("differs from the v1 in force"),
+        "{}",
+        out.stderr
+    );
+    c.policy(&format!("{addr}/{ns}"), &[]);
     let agent = Agent::start(
         &c.node,
         &[
