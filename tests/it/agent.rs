@@ -1225,3 +1225,78 @@ fn the_agent_keeps_the_node_certificate_renewed() {
         agent.log()
     );
 }
+
+#[test]
+fn the_platform_manifests_of_an_allowed_index_are_allowed_with_it() {
+    let Some(reg) = registry() else { return };
+    let addr = reg.addr();
+    let c = Cluster::new();
+    let ns = unique_repo("agent-index");
+    let repo = format!("{ns}/multi");
+    let child = support::push_sample_image(&addr, &repo, "amd64");
+    let child_size = get_manifest(&addr, &repo, &child).unwrap().len();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": OCI_MANIFEST,
+            "digest": child,
+            "size": child_size,
+            "platform": {"architecture": "amd64", "os": "linux"},
+        }],
+    });
+    let index_digest = support::image::push_manifest(
+        &addr,
+        &repo,
+        "v1",
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    // Only the index is signed, as `cosign sign` of a multi-platform tag does.
+    c.sign(&format!("{addr}/{repo}:v1"));
+    let policy = c.policy(&format!("{addr}/{ns}"), &[]);
+    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
+        .expect_code(0);
+    marque(
+        &[
+            "node",
+            "trust",
+            "--state",
+            c.node.to_str().unwrap(),
+            "--bundle",
+            c.path("b1").to_str().unwrap(),
+        ],
+        &[],
+    )
+    .expect_code(0);
+    let agent = Agent::start(
+        &c.node,
+        &[
+            "--bundle-from",
+            "none",
+            "--no-renew",
+            "--proxy",
+            "127.0.0.1:0",
+            "--upstream",
+            &addr,
+        ],
+    );
+    let child_path = format!("/v2/{repo}/manifests/{child}");
+    // Alone, the unsigned platform manifest is denied.
+    assert_eq!(proxy_get(agent.proxy(), &child_path).status, 403);
+    // Through its signed index, as a client pulls: allowed.
+    let r = proxy_get(agent.proxy(), &format!("/v2/{repo}/manifests/v1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("Docker-Content-Digest"),
+        Some(index_digest.as_str())
+    );
+    let r = proxy_get(agent.proxy(), &child_path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(support::sha256_digest(&r.body), child);
+    let audit = std::fs::read_to_string(c.node.join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains(&format!("listed in image index {index_digest}")),
+        "{audit}"
+    );
+}
