@@ -471,6 +471,8 @@ Examples:
   marque node agent --state /var/lib/marque/node \\
       --bundle-from registry.example/platform/trust \\
       --webhook 0.0.0.0:8443 --webhook-name marque.kube-system.svc
+  # CRI-O/podman: keep /etc/containers/policy.json in step with the bundle:
+  marque node agent --state /var/lib/marque/node --containers-policy /etc/containers
 
 Pull through the proxy: skopeo copy docker://127.0.0.1:5050/org/app:1.2 …,
 or as a containerd mirror (hosts.toml: server = \"https://registry.example\",
@@ -530,6 +532,11 @@ pub(crate) struct NodeAgentArgs {
     /// is unreachable (0: fail closed at once).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub(crate) grace: std::time::Duration,
+    /// Keep policy.json, registries.d and keys for CRI-O, podman and skopeo
+    /// in DIR in step with the bundle in force (as `node export`; a bundle
+    /// policy.json cannot express, or none, writes a reject-all policy).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) containers_policy: Option<PathBuf>,
     /// Do not renew the node certificate (another process does).
     #[arg(long)]
     pub(crate) no_renew: bool,

@@ -1300,3 +1300,78 @@ fn the_platform_manifests_of_an_allowed_index_are_allowed_with_it() {
         "{audit}"
     );
 }
+
+#[test]
+fn the_agent_keeps_policy_json_in_step_with_the_bundle() {
+    let Some(reg) = registry() else { return };
+    let addr = reg.addr();
+    let c = Cluster::new();
+    let ns = unique_repo("agent-cpol");
+    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
+    c.sign(&format!("{addr}/{ns}/signed:v1"));
+    let policy = c.path("expressible.toml");
+    let write_policy = |revoked: &str| {
+        std::fs::write(
+            &policy,
+            format!(
+                "version = 1\n[[scope]]\nmatch = [\"{addr}/{ns}/**\"]\n[[scope.authority]]\nname = \"team\"\nkeys = [\"team.pub\"]\n[revocations]\ndigests = [{revoked}]\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_policy("");
+    let trust_repo = format!("{addr}/{ns}/trust");
+    c.publish(&policy, 1, "1h", &["--to", &trust_repo])
+        .expect_code(0);
+    let out_dir = c.path("containers");
+    let agent = Agent::start(
+        &c.node,
+        &[
+            "--bundle-from",
+            &trust_repo,
+            "--bundle-interval",
+            "1s",
+            "--no-renew",
+            "--containers-policy",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    agent.wait_for(
+        "policy.json (1 key(s)) for trust bundle v1",
+        Duration::from_secs(15),
+    );
+    let skopeo_pull = |dest: &str| -> Option<Out> {
+        let skopeo = peers::skopeo()?;
+        Some(run(Command::new(skopeo)
+            .arg("--policy")
+            .arg(out_dir.join("policy.json"))
+            .arg("--registries.d")
+            .arg(out_dir.join("registries.d"))
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{addr}/{ns}/signed:v1"))
+            .arg(format!("dir:{}", c.path(dest).display()))
+            .env("HOME", c.dir.path())))
+    };
+    if let Some(out) = skopeo_pull("v1") {
+        out.expect_code(0);
+    }
+    // v2 revokes the digest, which policy.json cannot say: it now rejects
+    // everything (fail closed), and the agent raises an alert.
+    write_policy(&format!("\"{signed}\""));
+    c.publish(&policy, 2, "1h", &["--to", &trust_repo])
+        .expect_code(0);
+    agent.wait_for(
+        "policy.json now rejects every image",
+        Duration::from_secs(15),
+    );
+    assert!(agent.log().contains("revoked digests"), "{}", agent.log());
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("policy.json")).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        serde_json::json!({ "default": [{ "type": "reject" }] })
+    );
+    if let Some(out) = skopeo_pull("v2") {
+        assert_ne!(out.code, 0, "skopeo pulled under a reject-all policy");
+    }
+}

@@ -158,3 +158,81 @@ pub fn containers_policy(bundle: &Bundle) -> Result<ContainersPolicy, ExportErro
         keys,
     })
 }
+
+/// What [`write`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The bundle's policy, with this many key files.
+    Policy {
+        /// Key files written.
+        keys: usize,
+    },
+    /// No usable bundle, or one policy.json cannot express: a policy that
+    /// rejects every image was written instead (failing closed), for this
+    /// reason.
+    RejectAll(String),
+}
+
+/// Writes `policy.json`, `registries.d/marque.yaml` and `keys/` for
+/// `bundle` into `dir` (each file atomically; the policy last, so it never
+/// names a key file not yet written). No bundle (`None`, e.g. expired), or
+/// one that policy.json cannot express exactly, gives a policy that rejects
+/// everything, never a weaker one, and says why.
+pub fn write(bundle: Result<&Bundle, &str>, dir: &std::path::Path) -> std::io::Result<Written> {
+    use crate::registry::layout::write_atomically;
+    std::fs::create_dir_all(dir.join("registries.d"))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let exported = bundle
+        .map_err(str::to_owned)
+        .and_then(|b| containers_policy(b).map_err(|e| e.to_string()));
+    let (policy, written) = match exported {
+        Ok(exported) => {
+            let keys = dir.join("keys");
+            std::fs::create_dir_all(&keys)?;
+            for (name, pem) in &exported.keys {
+                write_atomically(&keys, &keys.join(name), pem.as_bytes())?;
+            }
+            let regd = dir.join("registries.d");
+            write_atomically(
+                &regd,
+                &regd.join("marque.yaml"),
+                exported.registries_d.as_bytes(),
+            )?;
+            (
+                exported.with_key_dir(&keys),
+                Written::Policy {
+                    keys: exported.keys.len(),
+                },
+            )
+        }
+        Err(why) => (
+            json!({ "default": [{ "type": "reject" }] }),
+            Written::RejectAll(why),
+        ),
+    };
+    let bytes = serde_json::to_vec_pretty(&policy).unwrap_or_default();
+    write_atomically(&dir, &dir.join("policy.json"), &bytes)?;
+    // Readable by the container tools (write_atomically makes 0600 files).
+    for entry in walk(&dir)? {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(written)
+}
+
+fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for sub in ["", "keys", "registries.d"] {
+        let d = dir.join(sub);
+        if !d.is_dir() {
+            continue;
+        }
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+    }
+    Ok(files)
+}

@@ -63,16 +63,15 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
     {
         let (enforcer, dir, client) = (Arc::clone(&enforcer), dir.clone(), client.clone());
         let interval = args.bundle_interval;
+        let mut export = args.containers_policy.clone().map(PolicyExport::new);
         tasks.spawn(async move {
-            update_bundles(
-                &enforcer,
-                source.as_ref(),
-                &dir,
-                &client,
-                &segment,
-                interval,
-            )
-            .await;
+            loop {
+                update_bundles(&enforcer, source.as_ref(), &dir, &client, &segment).await;
+                if let Some(export) = export.as_mut() {
+                    export.sync(&enforcer);
+                }
+                tokio::time::sleep(interval).await;
+            }
         });
     }
     if !args.no_renew {
@@ -156,32 +155,75 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
     Ok(Status::Ok)
 }
 
-/// Fetches the bundle at start and every `interval`, offering each one to
-/// the enforcer. A failed fetch or a refused bundle keeps the one in force
-/// (and is logged); an expired bundle in force raises an alert each round.
+/// One update round (at start and every interval): a bundle accepted by
+/// `marque node trust` meanwhile is loaded, the source is asked for a newer
+/// one, and an expired bundle in force raises an alert. A failed fetch or a
+/// refused bundle keeps the one in force (and is logged).
 async fn update_bundles(
     enforcer: &Enforcer,
     source: Option<&Source>,
     dir: &NodeDir,
     client: &marque_verifier::registry::Client,
     segment: &str,
-    interval: Duration,
 ) {
-    loop {
-        // A bundle accepted by `marque node trust` meanwhile.
-        enforcer.reload_if_changed();
-        if let Some(source) = source {
-            fetch_once(enforcer, source, dir, client, segment).await;
+    enforcer.reload_if_changed();
+    if let Some(source) = source {
+        fetch_once(enforcer, source, dir, client, segment).await;
+    }
+    if let Ok(f) = enforcer.in_force()
+        && super::unix_now() >= f.bundle.expires
+    {
+        tracing::error!(
+            "ALERT: trust bundle v{} has expired and no newer one was accepted: every image is denied",
+            f.bundle.version
+        );
+    }
+}
+
+/// policy.json kept in step with the bundle in force.
+struct PolicyExport {
+    dir: std::path::PathBuf,
+    /// The (version, usable) last written; `None`: nothing yet.
+    last: Option<(u64, bool)>,
+}
+
+impl PolicyExport {
+    fn new(dir: std::path::PathBuf) -> PolicyExport {
+        PolicyExport { dir, last: None }
+    }
+
+    fn sync(&mut self, enforcer: &Enforcer) {
+        let usable = enforcer.usable(super::unix_now());
+        let state = match (&usable, enforcer.in_force()) {
+            (Ok(f), _) => (f.bundle.version, true),
+            (Err(_), Ok(f)) => (f.bundle.version, false),
+            (Err(_), Err(_)) => (0, false),
+        };
+        if self.last == Some(state) {
+            return;
         }
-        if let Ok(f) = enforcer.in_force()
-            && super::unix_now() >= f.bundle.expires
-        {
-            tracing::error!(
-                "ALERT: trust bundle v{} has expired and no newer one was accepted: every image is denied",
-                f.bundle.version
-            );
+        let bundle = usable.as_ref().map(|f| &f.bundle).map_err(String::as_str);
+        match marque_verifier::export::write(bundle, &self.dir) {
+            Ok(marque_verifier::export::Written::Policy { keys }) => {
+                eprintln!(
+                    "Wrote {}/policy.json ({keys} key(s)) for trust bundle v{}.",
+                    self.dir.display(),
+                    state.0
+                );
+                self.last = Some(state);
+            }
+            Ok(marque_verifier::export::Written::RejectAll(why)) => {
+                tracing::error!(
+                    "ALERT: {}/policy.json now rejects every image: {why}",
+                    self.dir.display()
+                );
+                self.last = Some(state);
+            }
+            Err(e) => tracing::error!(
+                "ALERT: cannot write {}/policy.json: {e}",
+                self.dir.display()
+            ),
         }
-        tokio::time::sleep(interval).await;
     }
 }
 

@@ -508,27 +508,17 @@ pub(super) fn node_export(args: crate::args::NodeExportArgs) -> anyhow::Result<S
     let bundle = marque_verifier::trust::Accepted::new(&dir.trust_dir())
         .current()?
         .context("no trust bundle has been accepted yet (marque node trust)")?;
-    let exported = marque_verifier::export::containers_policy(&bundle)?;
-    std::fs::create_dir_all(args.out.join("registries.d"))
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let out = std::fs::canonicalize(&args.out)?;
-    let keys = out.join("keys");
-    std::fs::create_dir_all(&keys)?;
-    for (name, pem) in &exported.keys {
-        super::ca::write(&keys.join(name), pem.as_bytes(), 0o644)?;
+    // Checked first, so that a bundle policy.json cannot express leaves
+    // the files in place untouched and the command fails.
+    marque_verifier::export::containers_policy(&bundle)?;
+    let written = marque_verifier::export::write(Ok(&bundle), &args.out)
+        .with_context(|| format!("cannot write to {}", args.out.display()))?;
+    if let marque_verifier::export::Written::Policy { keys } = written {
+        eprintln!(
+            "Wrote policy.json, registries.d/marque.yaml and {keys} key(s) for trust bundle v{} to {}.",
+            bundle.version,
+            args.out.display()
+        );
     }
-    let policy = serde_json::to_vec_pretty(&exported.with_key_dir(&keys))?;
-    super::ca::write(&out.join("policy.json"), &policy, 0o644)?;
-    super::ca::write(
-        &out.join("registries.d/marque.yaml"),
-        exported.registries_d.as_bytes(),
-        0o644,
-    )?;
-    eprintln!(
-        "Wrote policy.json, registries.d/marque.yaml and {} key(s) for trust bundle v{} to {}.",
-        exported.keys.len(),
-        bundle.version,
-        out.display()
-    );
     Ok(Status::Ok)
 }

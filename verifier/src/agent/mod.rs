@@ -210,6 +210,15 @@ impl Enforcer {
         }
     }
 
+    /// The bundle in force if it is usable now (not expired), or why not.
+    pub fn usable(&self, now: u64) -> Result<Arc<InForce>, String> {
+        let f = self.in_force()?;
+        if now >= f.bundle.expires {
+            return Err(format!("trust bundle v{} expired", f.bundle.version));
+        }
+        Ok(f)
+    }
+
     fn install(&self, loaded: Result<Arc<InForce>, String>) {
         let mut slot = self.in_force.write().unwrap_or_else(|e| e.into_inner());
         *slot = loaded;
