@@ -38,12 +38,16 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
         grace: args.grace,
         ..Settings::default()
     };
-    let enforcer = Arc::new(Enforcer::new(
+    let mut enforcer = Enforcer::new(
         &dir.trust_dir(),
         client.clone(),
         settings,
         audit(&args.state),
-    ));
+    );
+    if let Some(info) = &info {
+        enforcer = enforcer.with_node_id(&info.node_id);
+    }
+    let enforcer = Arc::new(enforcer);
     match enforcer.in_force() {
         Ok(f) => eprintln!(
             "Trust bundle v{} for segment {} is in force.",
@@ -258,8 +262,9 @@ async fn fetch_once(
 /// an expired bundle, a bad descriptor or an unreachable registry block.
 pub(super) async fn verify_image(args: NodeVerifyImageArgs) -> anyhow::Result<Status> {
     const LIMIT: usize = 32 << 10;
-    let enforcer = Enforcer::new(
-        &NodeDir::new(&args.state).trust_dir(),
+    let dir = NodeDir::new(&args.state);
+    let mut enforcer = Enforcer::new(
+        &dir.trust_dir(),
         super::registry_client(&args.registry)?,
         // Well inside containerd's 10 s.
         Settings {
@@ -268,6 +273,9 @@ pub(super) async fn verify_image(args: NodeVerifyImageArgs) -> anyhow::Result<St
         },
         audit(&args.state),
     );
+    if let Ok(info) = dir.info() {
+        enforcer = enforcer.with_node_id(&info.node_id);
+    }
     let verdict = match check_descriptor(&args) {
         Ok(image) => enforcer.decide(&image, "containerd-verifier").await,
         Err(reason) => {

@@ -167,6 +167,7 @@ pub struct Enforcer {
     cache: Mutex<HashMap<CacheKey, Cached>>,
     settings: Settings,
     audit: Audit,
+    node_id: Option<String>,
 }
 
 impl Enforcer {
@@ -181,9 +182,18 @@ impl Enforcer {
             cache: Mutex::new(HashMap::new()),
             settings,
             audit,
+            node_id: None,
         };
         e.reload();
         e
+    }
+
+    /// This node's id: a bundle that lists it among removed nodes makes
+    /// every decision a denial (the cluster no longer vouches for this
+    /// node, so it must not run anything).
+    pub fn with_node_id(mut self, id: &str) -> Enforcer {
+        self.node_id = Some(id.to_owned());
+        self
     }
 
     /// Reads the bundle in force from disk again (verifying it), and
@@ -333,6 +343,18 @@ impl Enforcer {
                     humantime::format_rfc3339_seconds(
                         SystemTime::UNIX_EPOCH + Duration::from_secs(in_force.bundle.expires)
                     )
+                ),
+                false,
+            );
+        }
+        if let Some(id) = &self.node_id
+            && in_force.bundle.revocations.nodes.iter().any(|n| n == id)
+        {
+            return Verdict::deny(
+                image,
+                Some(version),
+                format!(
+                    "this node ({id}) was removed from the cluster by trust bundle v{version}: denying every image"
                 ),
                 false,
             );
