@@ -290,6 +290,20 @@ fn proxy_serves_only_images_that_pass_and_follows_new_bundles() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("Docker-Content-Digest"), Some(signed.as_str()));
     assert_eq!(support::sha256_digest(&r.body), signed);
+    let size = r.body.len().to_string();
+    // HEAD, as containerd resolves: the same headers, no body.
+    let r = support::http::request(
+        &proxy,
+        "HEAD",
+        &format!("/v2/{ns}/signed/manifests/v1"),
+        &[("Accept", OCI_MANIFEST)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Docker-Content-Digest"), Some(signed.as_str()));
+    assert_eq!(r.header("Content-Length"), Some(size.as_str()));
+    assert!(r.body.is_empty());
     // An unsigned image: an OCI error naming the image, digest and reason.
     let r = proxy_get(&proxy, &format!("/v2/{ns}/unsigned/manifests/v1"));
     assert_eq!(r.status, 403);
