@@ -24,6 +24,20 @@ struct Agent {
 }
 
 impl Agent {
+    /// An agent serving the proxy for `upstream` (no renewal), with `extra`
+    /// arguments.
+    fn with_proxy(state: &Path, upstream: &str, extra: &[&str]) -> Agent {
+        let mut args = vec![
+            "--no-renew",
+            "--proxy",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+        ];
+        args.extend_from_slice(extra);
+        Agent::start(state, &args)
+    }
+
     fn start(state: &Path, args: &[&str]) -> Agent {
         let mut child = Command::new(marque_bin())
             .args(["node", "agent", "--state", state.to_str().unwrap()])
@@ -170,8 +184,53 @@ impl Cluster {
         }
     }
 
+    /// A cluster, a fresh namespace `NS` in the registry at `addr`, and
+    /// `NS/signed:v1` signed by the team key: (cluster, NS, its digest).
+    fn with_signed_image(addr: &str, prefix: &str) -> (Cluster, String, String) {
+        let c = Cluster::new();
+        let ns = unique_repo(prefix);
+        let signed = support::push_sample_image(addr, &format!("{ns}/signed"), "v1");
+        c.sign(&format!("{addr}/{ns}/signed:v1"));
+        (c, ns, signed)
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// `marque trust publish … --ca … --admin …`: gives the bundle to the CA.
+    fn publish_to_ca(&self, policy: &Path, version: u64, expires: &str) -> Out {
+        let admin = self.path("admin");
+        self.publish(
+            policy,
+            version,
+            expires,
+            &["--ca", &self.ca.addr, "--admin", admin.to_str().unwrap()],
+        )
+    }
+
+    /// `marque node trust` of the bundle file `file` on the node.
+    fn node_trust(&self, file: &Path) -> Out {
+        marque(
+            &[
+                "node",
+                "trust",
+                "--state",
+                self.node.to_str().unwrap(),
+                "--bundle",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        )
+    }
+
+    /// Publishes `policy` as `version` into the file `bVERSION` and
+    /// accepts it on the node by hand.
+    fn accept(&self, policy: &Path, version: u64) {
+        let file = self.path(&format!("b{version}"));
+        self.publish(policy, version, "1h", &["--out", file.to_str().unwrap()])
+            .expect_code(0);
+        self.node_trust(&file).expect_code(0);
     }
 
     fn sign(&self, image: &str) {
@@ -258,29 +317,17 @@ fn skopeo_pull(dir: &Path, proxy: &str, image: &str, dest: &str) -> Option<Out> 
 fn proxy_serves_only_images_that_pass_and_follows_new_bundles() {
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
-    let c = Cluster::new();
-    let ns = unique_repo("agent-proxy");
-    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
+    let (c, ns, signed) = Cluster::with_signed_image(&addr, "agent-proxy");
     support::push_sample_image(&addr, &format!("{ns}/unsigned"), "v1");
-    c.sign(&format!("{addr}/{ns}/signed:v1"));
     let policy = c.policy(&format!("{addr}/{ns}"), &[]);
     // Bundles come from the registry the node already uses.
     let trust_repo = format!("{addr}/{ns}/trust");
     c.publish(&policy, 1, "1h", &["--to", &trust_repo])
         .expect_code(0);
-    let agent = Agent::start(
+    let agent = Agent::with_proxy(
         &c.node,
-        &[
-            "--bundle-from",
-            &trust_repo,
-            "--bundle-interval",
-            "1s",
-            "--proxy",
-            "127.0.0.1:0",
-            "--upstream",
-            &addr,
-            "--no-renew",
-        ],
+        &addr,
+        &["--bundle-from", &trust_repo, "--bundle-interval", "1s"],
     );
     agent.wait_for("Accepted trust bundle v1", Duration::from_secs(15));
     let proxy = agent.proxy().to_owned();
@@ -444,30 +491,15 @@ fn review(fixture: &str, images: &[String]) -> Vec<u8> {
 fn admission_webhook_checks_every_pod_template() {
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
-    let c = Cluster::new();
-    let ns = unique_repo("agent-webhook");
-    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
+    let (c, ns, signed) = Cluster::with_signed_image(&addr, "agent-webhook");
     support::push_sample_image(&addr, &format!("{ns}/unsigned"), "v1");
     support::push_sample_image(&addr, &format!("{ns}/audit/unsigned"), "v1");
-    c.sign(&format!("{addr}/{ns}/signed:v1"));
     let policy = c.policy(&format!("{addr}/{ns}"), &[]);
     // Bundles from the CA, given to it by an admin.
-    let admin = c.path("admin");
-    c.publish(
-        &policy,
-        1,
-        "1h",
-        &["--ca", &c.ca.addr, "--admin", admin.to_str().unwrap()],
-    )
-    .expect_code(0);
+    c.publish_to_ca(&policy, 1, "1h").expect_code(0);
     // The CA checks a bundle as a node would: another v1 is refused.
     let other = c.policy(&format!("{addr}/{ns}"), &[&signed]);
-    let out = c.publish(
-        &other,
-        1,
-        "1h",
-        &["--ca", &c.ca.addr, "--admin", admin.to_str().unwrap()],
-    );
+    let out = c.publish_to_ca(&other, 1, "1h");
     out.expect_code(2);
     assert!(
         out.stderr.contains("differs from the v1 in force"),
@@ -613,32 +645,8 @@ fn registry_killed_mid_pull_fails_cleanly_and_the_proxy_recovers() {
     );
     c.sign(&format!("{addr}/big/app:v1"));
     let policy = c.policy(&format!("{addr}/big"), &[]);
-    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
-        .expect_code(0);
-    marque(
-        &[
-            "node",
-            "trust",
-            "--state",
-            c.node.to_str().unwrap(),
-            "--bundle",
-            c.path("b1").to_str().unwrap(),
-        ],
-        &[],
-    )
-    .expect_code(0);
-    let agent = Agent::start(
-        &c.node,
-        &[
-            "--bundle-from",
-            "none",
-            "--proxy",
-            "127.0.0.1:0",
-            "--upstream",
-            &addr,
-            "--no-renew",
-        ],
-    );
+    c.accept(&policy, 1);
+    let agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none"]);
     let proxy = agent.proxy().to_owned();
 
     // Start the blob, read a little, kill the registry, read the rest.
@@ -704,10 +712,7 @@ fn registry_killed_mid_pull_fails_cleanly_and_the_proxy_recovers() {
 fn a_restarted_agent_keeps_its_bundle_and_refuses_a_rollback() {
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
-    let c = Cluster::new();
-    let ns = unique_repo("agent-restart");
-    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
-    c.sign(&format!("{addr}/{ns}/signed:v1"));
+    let (c, ns, signed) = Cluster::with_signed_image(&addr, "agent-restart");
     let trust_repo = format!("{addr}/{ns}/trust");
     // v1 allows the image; v2 revokes it.
     let open = c.policy(&format!("{addr}/{ns}"), &[]);
@@ -731,24 +736,8 @@ fn a_restarted_agent_keeps_its_bundle_and_refuses_a_rollback() {
     agent.wait_for("Accepted trust bundle v2", Duration::from_secs(15));
     agent.stop();
     // Someone pushes the old v1 back under the tag.
-    marque(
-        &[
-            "trust",
-            "publish",
-            "--segment",
-            "edge",
-            "--policy",
-            open.to_str().unwrap(),
-            "--bundle-version",
-            "1",
-            "--key",
-            c.ops_key.to_str().unwrap(),
-            "--to",
-            &trust_repo,
-        ],
-        &[],
-    )
-    .expect_code(0);
+    c.publish(&open, 1, "1h", &["--to", &trust_repo])
+        .expect_code(0);
     let agent = Agent::start(&c.node, &args);
     assert!(
         agent
@@ -771,17 +760,7 @@ fn a_restarted_agent_keeps_its_bundle_and_refuses_a_rollback() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["errors"][0]["detail"]["bundle_version"], 2);
     // And by hand, too.
-    let out = marque(
-        &[
-            "node",
-            "trust",
-            "--state",
-            c.node.to_str().unwrap(),
-            "--bundle",
-            c.path("v1").to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = c.node_trust(&c.path("v1"));
     out.expect_code(1);
     assert!(out.stderr.contains("rollback"), "{}", out.stderr);
 }
@@ -790,33 +769,14 @@ fn a_restarted_agent_keeps_its_bundle_and_refuses_a_rollback() {
 fn with_the_ca_unreachable_the_last_bundle_is_enforced_until_it_expires() {
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
-    let mut c = Cluster::new();
-    let ns = unique_repo("agent-ca-down");
-    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
-    c.sign(&format!("{addr}/{ns}/signed:v1"));
+    let (mut c, ns, signed) = Cluster::with_signed_image(&addr, "agent-ca-down");
     let policy = c.policy(&format!("{addr}/{ns}"), &[]);
-    let admin = c.path("admin");
-    c.publish(
-        &policy,
-        1,
-        "6s",
-        &["--ca", &c.ca.addr, "--admin", admin.to_str().unwrap()],
-    )
-    .expect_code(0);
+    c.publish_to_ca(&policy, 1, "6s").expect_code(0);
     let published = Instant::now();
-    let agent = Agent::start(
+    let agent = Agent::with_proxy(
         &c.node,
-        &[
-            "--bundle-from",
-            "ca",
-            "--bundle-interval",
-            "1s",
-            "--proxy",
-            "127.0.0.1:0",
-            "--upstream",
-            &addr,
-            "--no-renew",
-        ],
+        &addr,
+        &["--bundle-from", "ca", "--bundle-interval", "1s"],
     );
     agent.wait_for(
         "Accepted trust bundle v1 from the CA",
@@ -845,25 +805,9 @@ fn with_the_ca_unreachable_the_last_bundle_is_enforced_until_it_expires() {
 fn a_corrupted_bundle_on_disk_is_refused() {
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
-    let c = Cluster::new();
-    let ns = unique_repo("agent-corrupt");
-    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
-    c.sign(&format!("{addr}/{ns}/signed:v1"));
+    let (c, ns, signed) = Cluster::with_signed_image(&addr, "agent-corrupt");
     let policy = c.policy(&format!("{addr}/{ns}"), &[]);
-    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
-        .expect_code(0);
-    marque(
-        &[
-            "node",
-            "trust",
-            "--state",
-            c.node.to_str().unwrap(),
-            "--bundle",
-            c.path("b1").to_str().unwrap(),
-        ],
-        &[],
-    )
-    .expect_code(0);
+    c.accept(&policy, 1);
     // Flip a byte of the policy inside the stored bundle (the signature no
     // longer covers it).
     let stored = c.node.join("trust/bundle.json");
@@ -871,18 +815,7 @@ fn a_corrupted_bundle_on_disk_is_refused() {
     let i = bytes.len() / 2;
     bytes[i] ^= 0x01;
     std::fs::write(&stored, &bytes).unwrap();
-    let agent = Agent::start(
-        &c.node,
-        &[
-            "--bundle-from",
-            "none",
-            "--proxy",
-            "127.0.0.1:0",
-            "--upstream",
-            &addr,
-            "--no-renew",
-        ],
-    );
+    let agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none"]);
     assert!(agent.log().contains("ALERT"), "{}", agent.log());
     let r = proxy_get(
         agent.proxy(),
@@ -916,38 +849,11 @@ fn a_corrupted_bundle_on_disk_is_refused() {
 fn a_thousand_concurrent_manifest_requests() {
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
-    let c = Cluster::new();
-    let ns = unique_repo("agent-load");
-    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
+    let (c, ns, signed) = Cluster::with_signed_image(&addr, "agent-load");
     support::push_sample_image(&addr, &format!("{ns}/unsigned"), "v1");
-    c.sign(&format!("{addr}/{ns}/signed:v1"));
     let policy = c.policy(&format!("{addr}/{ns}"), &[]);
-    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
-        .expect_code(0);
-    marque(
-        &[
-            "node",
-            "trust",
-            "--state",
-            c.node.to_str().unwrap(),
-            "--bundle",
-            c.path("b1").to_str().unwrap(),
-        ],
-        &[],
-    )
-    .expect_code(0);
-    let agent = Agent::start(
-        &c.node,
-        &[
-            "--bundle-from",
-            "none",
-            "--proxy",
-            "127.0.0.1:0",
-            "--upstream",
-            &addr,
-            "--no-renew",
-        ],
-    );
+    c.accept(&policy, 1);
+    let agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none"]);
     let proxy = agent.proxy().to_owned();
     let round = |n: usize| -> Vec<u16> {
         let barrier = Arc::new(std::sync::Barrier::new(n));
@@ -1010,20 +916,7 @@ fn doctor_checks_the_node_setup() {
         "version = 1\n[[scope]]\nmatch = [\"127.0.0.1:1/none/**\"]\n[[scope.authority]]\nname = \"team\"\nkeys = [\"team.pub\"]\n",
     )
     .unwrap();
-    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
-        .expect_code(0);
-    marque(
-        &[
-            "node",
-            "trust",
-            "--state",
-            c.node.to_str().unwrap(),
-            "--bundle",
-            c.path("b1").to_str().unwrap(),
-        ],
-        &[],
-    )
-    .expect_code(0);
+    c.accept(&policy, 1);
     // A containerd 2.1 whose verifier directory runs marque.
     let fake = c.path("containerd");
     std::fs::write(
@@ -1143,31 +1036,14 @@ fn registry_unreachable_fails_closed_unless_a_grace_period_covers_a_cached_decis
     c.sign(&format!("{addr}/grace/signed:v1"));
     c.sign(&format!("{addr}/grace/signed:v2"));
     let policy = c.policy(&format!("{addr}/grace"), &[]);
-    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
-        .expect_code(0);
-    marque(
-        &[
-            "node",
-            "trust",
-            "--state",
-            c.node.to_str().unwrap(),
-            "--bundle",
-            c.path("b1").to_str().unwrap(),
-        ],
-        &[],
-    )
-    .expect_code(0);
+    c.accept(&policy, 1);
     let start = |grace: &str| {
-        Agent::start(
+        Agent::with_proxy(
             &c.node,
+            &addr,
             &[
                 "--bundle-from",
                 "none",
-                "--no-renew",
-                "--proxy",
-                "127.0.0.1:0",
-                "--upstream",
-                &addr,
                 "--cache-ttl",
                 "1s",
                 "--grace",
@@ -1269,32 +1145,8 @@ fn the_platform_manifests_of_an_allowed_index_are_allowed_with_it() {
     // Only the index is signed, as `cosign sign` of a multi-platform tag does.
     c.sign(&format!("{addr}/{repo}:v1"));
     let policy = c.policy(&format!("{addr}/{ns}"), &[]);
-    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
-        .expect_code(0);
-    marque(
-        &[
-            "node",
-            "trust",
-            "--state",
-            c.node.to_str().unwrap(),
-            "--bundle",
-            c.path("b1").to_str().unwrap(),
-        ],
-        &[],
-    )
-    .expect_code(0);
-    let agent = Agent::start(
-        &c.node,
-        &[
-            "--bundle-from",
-            "none",
-            "--no-renew",
-            "--proxy",
-            "127.0.0.1:0",
-            "--upstream",
-            &addr,
-        ],
-    );
+    c.accept(&policy, 1);
+    let agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none"]);
     let child_path = format!("/v2/{repo}/manifests/{child}");
     // Alone, the unsigned platform manifest is denied.
     assert_eq!(proxy_get(agent.proxy(), &child_path).status, 403);
@@ -1319,10 +1171,7 @@ fn the_platform_manifests_of_an_allowed_index_are_allowed_with_it() {
 fn the_agent_keeps_policy_json_in_step_with_the_bundle() {
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
-    let c = Cluster::new();
-    let ns = unique_repo("agent-cpol");
-    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
-    c.sign(&format!("{addr}/{ns}/signed:v1"));
+    let (c, ns, signed) = Cluster::with_signed_image(&addr, "agent-cpol");
     let policy = c.path("expressible.toml");
     let write_policy = |revoked: &str| {
         std::fs::write(
@@ -1394,41 +1243,13 @@ fn the_agent_keeps_policy_json_in_step_with_the_bundle() {
 fn a_node_removed_by_its_bundle_denies_every_image() {
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
-    let c = Cluster::new();
-    let ns = unique_repo("agent-removed");
-    let signed = support::push_sample_image(&addr, &format!("{ns}/signed"), "v1");
-    c.sign(&format!("{addr}/{ns}/signed:v1"));
+    let (c, ns, signed) = Cluster::with_signed_image(&addr, "agent-removed");
     let policy = c.policy(&format!("{addr}/{ns}"), &[]);
-    let node_trust = |file: &str| {
-        marque(
-            &[
-                "node",
-                "trust",
-                "--state",
-                c.node.to_str().unwrap(),
-                "--bundle",
-                c.path(file).to_str().unwrap(),
-            ],
-            &[],
-        )
-        .expect_code(0);
-    };
-    c.publish(&policy, 1, "1h", &["--out", c.path("b1").to_str().unwrap()])
-        .expect_code(0);
-    node_trust("b1");
-    let agent = Agent::start(
+    c.accept(&policy, 1);
+    let agent = Agent::with_proxy(
         &c.node,
-        &[
-            "--bundle-from",
-            "none",
-            "--bundle-interval",
-            "1s",
-            "--no-renew",
-            "--proxy",
-            "127.0.0.1:0",
-            "--upstream",
-            &addr,
-        ],
+        &addr,
+        &["--bundle-from", "none", "--bundle-interval", "1s"],
     );
     let path = format!("/v2/{ns}/signed/manifests/{signed}");
     assert_eq!(proxy_get(agent.proxy(), &path).status, 200);
@@ -1443,7 +1264,7 @@ fn a_node_removed_by_its_bundle_denies_every_image() {
     )
     .expect_code(0);
     // Accepted by hand while the agent runs: it picks the bundle up.
-    node_trust("b2");
+    c.node_trust(&c.path("b2")).expect_code(0);
     let deadline = Instant::now() + Duration::from_secs(10);
     let r = loop {
         let r = proxy_get(agent.proxy(), &path);
