@@ -236,22 +236,54 @@ pub fn issue_signer(
             "identity {identity:?} must be a URI (scheme://…) or an email address"
         )));
     };
+    issue_leaf(
+        issuer,
+        subject,
+        Leaf {
+            common_name: identity,
+            sans: vec![san],
+            usage: ExtendedKeyUsagePurpose::CodeSigning,
+            not_before,
+            validity,
+        },
+    )
+}
+
+/// What differs between the leaf certificates marque issues.
+struct Leaf<'a> {
+    common_name: &'a str,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+    not_before: SystemTime,
+    validity: Duration,
+}
+
+/// Issues a leaf for `subject`: digitalSignature, one extended key usage,
+/// backdated by [`BACKDATE`], a random serial and the issuer's key id.
+fn issue_leaf(
+    issuer: &CaCertificate,
+    subject: &PublicKey,
+    leaf: Leaf<'_>,
+) -> Result<String, Error> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, identity);
+    dn.push(DnType::CommonName, leaf.common_name);
     params.distinguished_name = dn;
-    params.subject_alt_names = vec![san];
+    params.subject_alt_names = leaf.sans;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-    params.not_before = offset(not_before.checked_sub(BACKDATE).unwrap_or(not_before))?;
-    params.not_after = offset(not_before + validity)?;
+    params.extended_key_usages = vec![leaf.usage];
+    params.not_before = offset(
+        leaf.not_before
+            .checked_sub(BACKDATE)
+            .unwrap_or(leaf.not_before),
+    )?;
+    params.not_after = offset(leaf.not_before + leaf.validity)?;
     params.serial_number = Some(random_serial()?);
     params.use_authority_key_identifier_extension = true;
     let spki = rcgen::SubjectPublicKeyInfo::from_der(subject.spki_der())
         .map_err(|e| cert_err(format!("unsupported subject key: {e}")))?;
-    let rc_issuer = issuer.rcgen_issuer()?;
     let cert = params
-        .signed_by(&spki, &rc_issuer)
+        .signed_by(&spki, &issuer.rcgen_issuer()?)
         .map_err(|e| cert_err(e.to_string()))?;
     Ok(cert.pem())
 }
@@ -280,23 +312,17 @@ pub fn issue_server(
             ),
         });
     }
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, first.as_str());
-    params.distinguished_name = dn;
-    params.subject_alt_names = sans;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = offset(not_before.checked_sub(BACKDATE).unwrap_or(not_before))?;
-    params.not_after = offset(not_before + validity)?;
-    params.serial_number = Some(random_serial()?);
-    params.use_authority_key_identifier_extension = true;
-    let spki = rcgen::SubjectPublicKeyInfo::from_der(subject.spki_der())
-        .map_err(|e| cert_err(format!("unsupported subject key: {e}")))?;
-    let cert = params
-        .signed_by(&spki, &issuer.rcgen_issuer()?)
-        .map_err(|e| cert_err(e.to_string()))?;
-    Ok(cert.pem())
+    issue_leaf(
+        issuer,
+        subject,
+        Leaf {
+            common_name: first,
+            sans,
+            usage: ExtendedKeyUsagePurpose::ServerAuth,
+            not_before,
+            validity,
+        },
+    )
 }
 
 /// The first `CERTIFICATE` block in `pem`, as DER.
