@@ -106,14 +106,7 @@ impl Proxy {
 /// the task is dropped.
 pub async fn serve(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
     loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("proxy accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, addr) = crate::cluster::accept(&listener, "proxy").await;
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {

@@ -97,14 +97,7 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("webhook accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, addr) = crate::cluster::accept(&listener, "webhook").await;
         let (acceptor, enforcer) = (acceptor.clone(), Arc::clone(&enforcer));
         tokio::spawn(async move {
             let connection = async {

@@ -95,3 +95,21 @@ pub(crate) fn cluster_certificate(
 pub(crate) fn unix_now() -> u64 {
     crate::verify::unix_seconds(std::time::SystemTime::now())
 }
+
+/// The next connection on `listener`. Accept errors (out of file
+/// descriptors, a connection reset before it was accepted) are logged and
+/// retried after a pause, so a service never stops accepting.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    service: &str,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!("{service}: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

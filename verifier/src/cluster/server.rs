@@ -315,14 +315,7 @@ pub async fn serve(
         .map_err(|e| ClusterError::Protocol(e.to_string()))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, addr) = super::accept(&listener, "CA").await;
         let (acceptor, authority) = (acceptor.clone(), Arc::clone(&authority));
         tokio::spawn(async move {
             let connection = async {
