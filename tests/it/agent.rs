@@ -365,6 +365,16 @@ fn proxy_serves_only_images_that_pass_and_follows_new_bundles() {
             .unwrap()
             .starts_with("sha256:")
     );
+    // containerd's mirror requests name the upstream with ?ns=: only a
+    // configured one is served.
+    let r = proxy_get(&proxy, &format!("/v2/{ns}/signed/manifests/v1?ns={addr}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = proxy_get(
+        &proxy,
+        &format!("/v2/{ns}/signed/manifests/v1?ns=evil.example"),
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("does not serve registry"), "{}", r.text());
     // Writes are refused.
     let r = support::http::request(
         &proxy,
