@@ -1290,3 +1290,51 @@ fn a_node_removed_by_its_bundle_denies_every_image() {
         r.text()
     );
 }
+
+#[test]
+fn sigterm_finishes_the_transfers_in_flight_then_stops() {
+    let Some(reg) = registry() else { return };
+    let addr = reg.addr();
+    let c = Cluster::new();
+    let ns = unique_repo("agent-stop");
+    let mut blob = vec![0u8; 32 << 20];
+    for (i, b) in blob.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let digest = put_blob(&addr, &ns, &blob);
+    let mut agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none"]);
+    let proxy = agent.proxy().to_owned();
+    let mut tcp = std::net::TcpStream::connect(&proxy).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        tcp,
+        "GET /v2/{ns}/blobs/{digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = vec![0u8; 64 << 10];
+    tcp.read_exact(&mut first).unwrap();
+    // The shell's kill builtin: procps may not be installed.
+    let ok = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", agent.child.id())])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    agent.wait_for("Stopping", Duration::from_secs(5));
+    // No new connections…
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(&proxy).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // …but the transfer in flight completes, intact.
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).unwrap();
+    let mut answer = first;
+    answer.extend_from_slice(&rest);
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert_eq!(support::sha256_digest(&answer[split + 4..]), digest);
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    agent.wait_for("Stopped.", Duration::from_secs(5));
+}

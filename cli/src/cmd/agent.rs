@@ -63,7 +63,11 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
                 .with_context(|| format!("--bundle-from {repo}"))?,
         )),
     };
+    // Background work (bundles, renewal) is stopped at once on a signal;
+    // servers finish what they are serving first.
     let mut tasks = tokio::task::JoinSet::new();
+    let mut servers = tokio::task::JoinSet::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     {
         let (enforcer, dir, client) = (Arc::clone(&enforcer), dir.clone(), client.clone());
         let interval = args.bundle_interval;
@@ -111,7 +115,11 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
             listener.local_addr()?,
             args.upstreams.join(", ")
         );
-        tasks.spawn(marque_verifier::agent::proxy::serve(proxy, listener));
+        servers.spawn(marque_verifier::agent::proxy::serve(
+            proxy,
+            listener,
+            stopping.clone(),
+        ));
     }
     if let Some(addr) = &args.webhook {
         let files = match (&args.webhook_cert, &args.webhook_key) {
@@ -145,18 +153,56 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
             "Admission webhook on https://{}/validate.",
             listener.local_addr()?
         );
-        tasks.spawn(marque_verifier::agent::webhook::serve(
+        servers.spawn(marque_verifier::agent::webhook::serve(
             Arc::clone(&enforcer),
             tls,
             listener,
+            stopping.clone(),
         ));
     }
-    while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done {
-            anyhow::bail!("an agent task failed: {e}");
-        }
+    tokio::select! {
+        () = stop_signal() => {}
+        Some(Err(e)) = tasks.join_next() => anyhow::bail!("an agent task failed: {e}"),
+        Some(Err(e)) = servers.join_next() => anyhow::bail!("an agent server failed: {e}"),
+    }
+    eprintln!(
+        "Stopping: finishing the requests in flight (at most {} s).",
+        STOP_GRACE.as_secs()
+    );
+    tasks.abort_all();
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(STOP_GRACE, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!("Stopped with requests still in flight.");
+    } else {
+        eprintln!("Stopped.");
     }
     Ok(Status::Ok)
+}
+
+/// How long a stopping agent lets requests in flight finish.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// SIGTERM (systemd, kubelet) or SIGINT.
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// One update round (at start and every interval): a bundle accepted by

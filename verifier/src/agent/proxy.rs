@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -32,7 +31,7 @@ use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use super::Enforcer;
@@ -103,26 +102,26 @@ impl Proxy {
 }
 
 /// Serves `proxy` on `listener` (plain HTTP; bind it to loopback) until
-/// the task is dropped.
-pub async fn serve(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) {
-    loop {
-        let (tcp, addr) = crate::cluster::accept(&listener, "proxy").await;
+/// `shutdown`; then finishes the requests in flight (a blob transfer
+/// included) and returns.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: tokio::net::TcpListener,
+    shutdown: crate::cluster::Shutdown,
+) {
+    crate::cluster::serve_until(listener, "proxy", shutdown, move |tcp, addr, stop| {
         let proxy = Arc::clone(&proxy);
-        tokio::spawn(async move {
+        async move {
             let service = hyper::service::service_fn(move |req| {
                 let proxy = Arc::clone(&proxy);
                 async move { Ok::<_, Infallible>(handle(&proxy, req).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(tcp), service)
-                .await
-            {
+            if let Err(e) = crate::cluster::serve_http1(TokioIo::new(tcp), service, stop).await {
                 tracing::debug!(%addr, "proxy connection ended: {e}");
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// An OCI distribution error response.

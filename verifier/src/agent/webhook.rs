@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::Enforcer;
 use super::admission::{self, MAX_REVIEW_BYTES};
@@ -87,45 +87,42 @@ pub async fn review(enforcer: &Enforcer, body: &[u8]) -> (StatusCode, serde_json
     (StatusCode::OK, answer)
 }
 
-/// Serves the webhook on `listener` with `tls` until the task is dropped.
-/// Every path accepts `POST` of an AdmissionReview (conventionally
-/// `/validate`); `GET /healthz` answers `ok`.
+/// Serves the webhook on `listener` with `tls` until `shutdown`, then
+/// finishes the reviews in flight. Every path accepts `POST` of an
+/// AdmissionReview (conventionally `/validate`); `GET /healthz` answers
+/// `ok`.
 pub async fn serve(
     enforcer: Arc<Enforcer>,
     tls: rustls::ServerConfig,
     listener: tokio::net::TcpListener,
+    shutdown: crate::cluster::Shutdown,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    loop {
-        let (tcp, addr) = crate::cluster::accept(&listener, "webhook").await;
+    crate::cluster::serve_until(listener, "webhook", shutdown, move |tcp, addr, stop| {
         let (acceptor, enforcer) = (acceptor.clone(), Arc::clone(&enforcer));
-        tokio::spawn(async move {
-            let connection = async {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::info!(%addr, "webhook TLS handshake failed: {e}");
-                        return;
-                    }
-                };
-                let service = hyper::service::service_fn(move |req| {
-                    let enforcer = Arc::clone(&enforcer);
-                    async move { Ok::<_, Infallible>(handle(&enforcer, req).await) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await
-                {
-                    tracing::debug!(%addr, "webhook connection ended: {e}");
+        let connection = async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::info!(%addr, "webhook TLS handshake failed: {e}");
+                    return;
                 }
             };
-            // kube-apiserver keeps connections alive; none may hold a task
-            // forever.
+            let service = hyper::service::service_fn(move |req| {
+                let enforcer = Arc::clone(&enforcer);
+                async move { Ok::<_, Infallible>(handle(&enforcer, req).await) }
+            });
+            if let Err(e) = crate::cluster::serve_http1(TokioIo::new(tls), service, stop).await {
+                tracing::debug!(%addr, "webhook connection ended: {e}");
+            }
+        };
+        // kube-apiserver keeps connections alive; none may hold a task
+        // forever.
+        async move {
             let _ = tokio::time::timeout(Duration::from_secs(300), connection).await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn handle(enforcer: &Enforcer, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {

@@ -113,3 +113,74 @@ pub(crate) async fn accept(
         }
     }
 }
+
+/// A stop signal for services: `true` once they must stop accepting and
+/// finish what they are serving.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+/// Accepts connections on `listener` and runs `handle` on each until
+/// `shutdown` turns true; then stops accepting and waits for the
+/// connections in flight (each is told through its own `Shutdown` to
+/// finish its current request and close).
+pub(crate) async fn serve_until<F, Fut>(
+    listener: tokio::net::TcpListener,
+    service: &str,
+    mut shutdown: Shutdown,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, Shutdown) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut connections = tokio::task::JoinSet::new();
+    while !*shutdown.borrow() {
+        tokio::select! {
+            (tcp, addr) = accept(&listener, service) => {
+                connections.spawn(handle(tcp, addr, shutdown.clone()));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        "{service}: stopped accepting; finishing {} connection(s)",
+        connections.len()
+    );
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serves one HTTP/1.1 connection; on `shutdown`, the request in flight is
+/// finished and the connection closed.
+pub(crate) async fn serve_http1<I, S>(
+    io: I,
+    service: S,
+    mut shutdown: Shutdown,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    if *shutdown.borrow() {
+        conn.as_mut().graceful_shutdown();
+        return conn.await;
+    }
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
