@@ -56,12 +56,17 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    /// Long-running services, which get a multi-threaded runtime.
-    pub(crate) fn is_service(&self) -> bool {
-        matches!(
-            self,
-            Command::Ca(CaCommand::Serve(_)) | Command::Node(NodeCommand::Agent(_))
-        )
+    /// How many threads serve requests: the CA uses every core (TLS
+    /// handshakes and signing), the agent what `--threads` says; commands
+    /// one.
+    pub(crate) fn worker_threads(&self) -> Option<usize> {
+        match self {
+            Command::Ca(CaCommand::Serve(_)) => {
+                std::thread::available_parallelism().ok().map(usize::from)
+            }
+            Command::Node(NodeCommand::Agent(a)) => Some(usize::from(a.threads)),
+            _ => None,
+        }
     }
 }
 
@@ -540,6 +545,11 @@ pub(crate) struct NodeAgentArgs {
     /// Do not renew the node certificate (another process does).
     #[arg(long)]
     pub(crate) no_renew: bool,
+    /// Threads serving requests. One measured best on a 2-core node (blob
+    /// hashing always runs on threads of its own); raise it on large nodes
+    /// with many pulls at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) threads: u16,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }

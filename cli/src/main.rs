@@ -49,11 +49,14 @@ impl Status {
 fn main() -> ExitCode {
     let cli = args::Cli::parse_from(containerd_flags(std::env::args_os().collect()));
     init_logging(cli.verbose);
-    // Services (the CA, the node agent) use every core; commands one thread.
-    let mut builder = if cli.command.is_service() {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+    // Commands use one thread; services as many as they ask for.
+    let mut builder = match cli.command.worker_threads() {
+        Some(n) if n > 1 => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,

@@ -863,7 +863,8 @@ fn a_thousand_concurrent_manifest_requests() {
     support::push_sample_image(&addr, &format!("{ns}/unsigned"), "v1");
     let policy = c.policy(&format!("{addr}/{ns}"), &[]);
     c.accept(&policy, 1);
-    let agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none"]);
+    // Two request threads: the multi-threaded runtime under load.
+    let agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none", "--threads", "2"]);
     let proxy = agent.proxy().to_owned();
     let round = |n: usize| -> Vec<u16> {
         let barrier = Arc::new(std::sync::Barrier::new(n));
