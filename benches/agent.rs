@@ -306,6 +306,55 @@ fn main() {
         ms(percentile(&verify, 0.9)),
     );
 
+    // containerd's verifier: one process per pull, deciding from the
+    // bundle on disk and the registry.
+    let mut containerd = Vec::new();
+    for n in 0..images {
+        let manifest = support::http::request(
+            &addr,
+            "GET",
+            &format!("/v2/bench/app/manifests/t{n}"),
+            &[("Accept", support::OCI_MANIFEST)],
+            b"",
+        )
+        .unwrap();
+        let digest = support::sha256_digest(&manifest.body);
+        let started = Instant::now();
+        let mut child = Command::new(&marque)
+            .args(["node", "verify-image", "--state"])
+            .arg(&node)
+            .args([
+                "-name",
+                &format!("{addr}/bench/app:t{n}"),
+                "-digest",
+                &digest,
+            ])
+            .args([
+                "-stdin-media-type",
+                "application/vnd.oci.descriptor.v1+json",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        write!(
+            child.stdin.take().unwrap(),
+            r#"{{"mediaType":"{}","digest":"{digest}","size":{}}}"#,
+            support::OCI_MANIFEST,
+            manifest.body.len()
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        containerd.push(started.elapsed());
+    }
+    containerd.sort();
+    println!(
+        "containerd verifier (`marque node verify-image`, one process per pull): median {:.2} ms, p90 {:.2} ms",
+        ms(percentile(&containerd, 0.5)),
+        ms(percentile(&containerd, 0.9)),
+    );
+
     // 2. Warm decisions: a whole proxy request by digest (decision and
     // manifest both cached), and the decision alone in process.
     let t0 = support::http::request(
