@@ -369,6 +369,13 @@ fn proxy_serves_only_images_that_pass_and_follows_new_bundles() {
     // configured one is served.
     let r = proxy_get(&proxy, &format!("/v2/{ns}/signed/manifests/v1?ns={addr}"));
     assert_eq!(r.status, 200, "{}", r.text());
+    // As Go's url.Values encodes it.
+    let encoded = addr.replace(':', "%3A");
+    let r = proxy_get(
+        &proxy,
+        &format!("/v2/{ns}/signed/manifests/v1?ns={encoded}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = proxy_get(
         &proxy,
         &format!("/v2/{ns}/signed/manifests/v1?ns=evil.example"),

@@ -225,11 +225,12 @@ async fn handle(proxy: &Proxy, req: Request<hyper::body::Incoming>) -> Response<
     }
 }
 
+/// The upstream a request names with containerd's `ns` query parameter
+/// (percent-encoded: `ns=registry.example%3A5000`), or the first one.
 fn upstream_for<'p>(proxy: &'p Proxy, query: Option<&str>) -> Result<&'p str, String> {
-    let ns = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("ns="));
+    let ns = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "ns")
+        .map(|(_, v)| v);
     match ns {
         None => Ok(&proxy.upstreams[0]),
         Some(ns) => proxy
