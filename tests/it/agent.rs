@@ -438,6 +438,22 @@ fn proxy_serves_only_images_that_pass_and_follows_new_bundles() {
     assert_eq!(last["bundle_version"], 2);
 }
 
+/// Starts a blob GET through the proxy and reads the first `n` bytes of
+/// the answer (status line and headers included); the rest is left in the
+/// socket.
+fn start_blob(proxy: &str, repo: &str, digest: &str, n: usize) -> (std::net::TcpStream, Vec<u8>) {
+    let mut tcp = std::net::TcpStream::connect(proxy).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        tcp,
+        "GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = vec![0u8; n];
+    tcp.read_exact(&mut first).unwrap();
+    (tcp, first)
+}
+
 /// One HTTPS POST with rustls (trusting `ca`), HTTP/1.1, `Connection:
 /// close`; the status and body.
 fn https_post(addr: &str, ca: &Path, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -668,15 +684,7 @@ fn registry_killed_mid_pull_fails_cleanly_and_the_proxy_recovers() {
     let proxy = agent.proxy().to_owned();
 
     // Start the blob, read a little, kill the registry, read the rest.
-    let mut tcp = std::net::TcpStream::connect(&proxy).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        tcp,
-        "GET /v2/big/app/blobs/{layer_digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut first = vec![0u8; 256 << 10];
-    tcp.read_exact(&mut first).unwrap();
+    let (mut tcp, first) = start_blob(&proxy, "big/app", &layer_digest, 256 << 10);
     assert!(String::from_utf8_lossy(&first[..200]).starts_with("HTTP/1.1 200"));
     reg.kill();
     let mut rest = Vec::new();
@@ -1313,15 +1321,7 @@ fn sigterm_finishes_the_transfers_in_flight_then_stops() {
     let digest = put_blob(&addr, &ns, &blob);
     let mut agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none"]);
     let proxy = agent.proxy().to_owned();
-    let mut tcp = std::net::TcpStream::connect(&proxy).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        tcp,
-        "GET /v2/{ns}/blobs/{digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut first = vec![0u8; 64 << 10];
-    tcp.read_exact(&mut first).unwrap();
+    let (mut tcp, first) = start_blob(&proxy, &ns, &digest, 64 << 10);
     // The shell's kill builtin: procps may not be installed.
     let ok = Command::new("sh")
         .args(["-c", &format!("kill -TERM {}", agent.child.id())])
