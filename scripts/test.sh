@@ -20,6 +20,9 @@ echo "skopeo:          $(skopeo --version 2>&1) (Debian trixie $(awk '$1 == "sko
 echo "== cargo build --workspace --bins"
 cargo build --workspace --bins
 
+echo "== cargo doc (warnings are errors: broken links in the API docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+
 echo "== cargo test --workspace"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -577,7 +577,7 @@ pub(crate) struct NodeDoctorArgs {
     )]
     pub(crate) policy_json: PathBuf,
     /// The admission webhook's certificate (default: the generated one in
-    /// <state>/webhook/tls.crt, when present).
+    /// STATE/webhook/tls.crt, when present).
     #[arg(long, value_name = "FILE")]
     pub(crate) webhook_cert: Option<PathBuf>,
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
@@ -755,7 +755,8 @@ pub(crate) struct AttestArgs {
     pub(crate) password: PasswordArgs,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
-    /// Images: registry references or oci:PATH[:tag|@digest].
+    /// Images: registry references, or OCI layouts as oci:PATH, oci:PATH:TAG
+    /// or oci:PATH@DIGEST.
     #[arg(required = true, value_name = "IMAGE")]
     pub(crate) images: Vec<String>,
 }
@@ -805,7 +806,8 @@ pub(crate) struct VerifyAttestationArgs {
     pub(crate) output: OutputFormat,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
-    /// Images: registry references or oci:PATH[:tag|@digest].
+    /// Images: registry references, or OCI layouts as oci:PATH, oci:PATH:TAG
+    /// or oci:PATH@DIGEST.
     #[arg(required = true, value_name = "IMAGE")]
     pub(crate) images: Vec<String>,
 }
@@ -978,7 +980,8 @@ pub(crate) struct SignArgs {
     pub(crate) password: PasswordArgs,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
-    /// Images: registry references or oci:PATH[:tag|@digest].
+    /// Images: registry references, or OCI layouts as oci:PATH, oci:PATH:TAG
+    /// or oci:PATH@DIGEST.
     #[arg(required = true, value_name = "IMAGE")]
     pub(crate) images: Vec<String>,
 }
@@ -1024,7 +1027,8 @@ pub(crate) struct VerifyArgs {
     /// comments and blank lines ignored; `-` for stdin).
     #[arg(long, value_name = "FILE")]
     pub(crate) from_file: Option<PathBuf>,
-    /// Images: registry references or oci:PATH[:tag|@digest].
+    /// Images: registry references, or OCI layouts as oci:PATH, oci:PATH:TAG
+    /// or oci:PATH@DIGEST.
     #[arg(required_unless_present = "from_file", value_name = "IMAGE")]
     pub(crate) images: Vec<String>,
 }

@@ -159,7 +159,7 @@ pub fn containers_policy(bundle: &Bundle) -> Result<ContainersPolicy, ExportErro
     })
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     /// The bundle's policy, with this many key files.
