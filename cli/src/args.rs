@@ -251,7 +251,7 @@ pub(crate) enum CaCommand {
     IssueSigner(CaIssueArgs),
     /// Run the cluster CA service (TLS): discovery, join, renewal, admin.
     #[command(
-        after_help = "Examples:\n  marque ca init --trust-domain prod.example --out ca/\n  MARQUE_PASSWORD=… marque ca serve --ca ca/ --listen 0.0.0.0:7443 --state ca-state/\n  marque ca token create --ca ca/ --state ca-state/ --role worker --segment edge\n\nThe service prints the address it listens on. Its state (token verifiers,\nnodes, removals) lives in --state and survives restarts."
+        after_help = "Examples:\n  marque ca init --trust-domain prod.example --out ca/\n  MARQUE_PASSWORD=… marque ca serve --ca ca/ --listen 0.0.0.0:7443 --state ca-state/\n  marque ca token create --ca ca/ --state ca-state/ --role worker --segment edge\n\nThe service prints the address it listens on. Its state (token verifiers,\nnodes, removals) lives in --state and survives restarts. SIGHUP reloads the\nCA directory (a root rotation step, new trust-bundle signers) without a\nrestart."
     )]
     Serve(CaServeArgs),
     /// Join tokens: create, list, revoke, rotate.
@@ -266,7 +266,7 @@ pub(crate) enum CaCommand {
     /// Rotate the cluster root: start (cross-signed new root), then --finish.
     #[command(
         name = "rotate-root",
-        after_help = "Examples:\n  marque ca rotate-root --ca ca/            # then restart ca serve; nodes renew onto it\n  marque ca rotate-root --ca ca/ --finish --state ca-state/   # prints reissued join tokens"
+        after_help = "Examples:\n  marque ca rotate-root --ca ca/            # then kill -HUP ca serve; nodes renew onto it\n  marque ca rotate-root --ca ca/ --finish --state ca-state/   # prints reissued join tokens"
     )]
     RotateRoot(CaRotateArgs),
     /// Set the trust-bundle signing keys handed to nodes at join.

@@ -143,7 +143,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let (team_key, _) = plain_key(dir.path(), "team");
         let (ops_key, ops_pub) = plain_key(dir.path(), "ops");
-        let mut ca = Ca::new("agent.test");
+        let ca = Ca::new("agent.test");
         marque(
             &[
                 "ca",
@@ -156,9 +156,7 @@ impl Cluster {
             &[],
         )
         .expect_code(0);
-        let addr = ca.addr.clone();
-        ca.stop();
-        ca.start(&addr);
+        ca.reload();
         let node = dir.path().join("node");
         ca.join(&ca.worker_token(), &node).expect_code(0);
         marque(

@@ -14,6 +14,8 @@ pub(crate) struct Ca {
     child: Option<Child>,
     pub(crate) addr: String,
     serve_args: Vec<String>,
+    /// Everything `ca serve` printed on stderr.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Ca {
@@ -43,6 +45,7 @@ impl Ca {
             child: None,
             addr: String::new(),
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            log: Default::default(),
         };
         ca.start("127.0.0.1:0");
         ca
@@ -82,9 +85,39 @@ impl Ca {
             .trim()
             .to_owned();
         // Keep draining stderr so the service never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let log = std::sync::Arc::clone(&self.log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         self.addr = addr;
         self.child = Some(child);
+    }
+
+    /// `kill -HUP`: `ca serve` reloads its CA directory; waits until it
+    /// says so.
+    pub(crate) fn reload(&self) {
+        let count = || self.log.lock().unwrap().matches("Reloaded").count();
+        let before = count();
+        let pid = self.child.as_ref().expect("ca serve is running").id();
+        let ok = Command::new("sh")
+            .args(["-c", &format!("kill -HUP {pid}")])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while count() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ca serve did not reload:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     pub(crate) fn stop(&mut self) {
@@ -699,11 +732,8 @@ fn a_node_keeps_its_identity_through_a_root_rotation() {
     let old_pin = first["ca_pin"].as_str().unwrap().to_owned();
     let id = first["node_id"].as_str().unwrap().to_owned();
     let ca_dir = ca.path("ca");
-    let restart = |ca: &mut Ca| {
-        let addr = ca.addr.clone();
-        ca.stop();
-        ca.start(&addr);
-    };
+    // Each step is picked up by SIGHUP, without a restart.
+    let restart = |ca: &mut Ca| ca.reload();
 
     // Start: a new root, cross-signed by the old one.
     marque(

@@ -52,11 +52,10 @@ fn load_ca(
     ))
 }
 
-pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
+/// The CA as its files say now: issuer (the next root during a rotation),
+/// chain, root, rotation and trust-bundle signers.
+fn load_authority(args: &CaServeArgs) -> anyhow::Result<Authority> {
     let (issuer, chain, root_pem) = load_ca(&args.ca, args.password.password_file.as_deref())?;
-    if args.node_ttl < Duration::from_secs(2) {
-        bail!("--node-ttl must be at least 2s (hours are sensible; seconds are for tests)");
-    }
     let state = StateDir::open(&args.state)?;
     let rotation = match args.ca.join("next/root.crt").exists() {
         true => Some(server::Rotation {
@@ -75,6 +74,17 @@ pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
         signers.parse()?;
         authority = authority.with_trust_signers(signers);
     }
+    Ok(authority)
+}
+
+/// `marque ca serve`. SIGHUP reloads the CA directory (a root rotation
+/// step, new trust-bundle signers) without a restart; a directory that
+/// does not load leaves the running configuration in place.
+pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
+    if args.node_ttl < Duration::from_secs(2) {
+        bail!("--node-ttl must be at least 2s (hours are sensible; seconds are for tests)");
+    }
+    let authority = load_authority(&args)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -83,8 +93,30 @@ pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
         authority.trust_domain(),
         listener.local_addr()?
     );
-    server::serve(Arc::new(authority), listener).await?;
-    Ok(Status::Ok)
+    let (reload, updates) = tokio::sync::watch::channel(Arc::new(authority));
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let serving = server::serve_reloadable(updates, listener);
+    tokio::pin!(serving);
+    loop {
+        tokio::select! {
+            served = &mut serving => {
+                served?;
+                return Ok(Status::Ok);
+            }
+            Some(()) = hangups.recv() => match load_authority(&args) {
+                Ok(a) => {
+                    let what = if a.rotating() { "a root rotation in progress" } else { "one root" };
+                    let _ = reload.send(Arc::new(a));
+                    eprintln!("Reloaded {} ({what}).", args.ca.display());
+                }
+                Err(e) => eprintln!(
+                    "marque: reload of {} failed, the running configuration stays: {e:#}",
+                    args.ca.display()
+                ),
+            },
+        }
+    }
 }
 
 pub(super) fn token(command: TokenCommand) -> anyhow::Result<Status> {
@@ -333,7 +365,7 @@ pub(super) async fn node(command: NodeCommand) -> anyhow::Result<Status> {
 }
 
 /// `marque ca rotate-root`: start a rotation (new root, cross-signed by the
-/// old; the service issues with the new key after a restart and nodes move
+/// old; the service issues with the new key once reloaded and nodes move
 /// to it as they renew), or `--finish` it (the new root becomes the only
 /// root; unused join tokens are reissued with the new pin).
 pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Status> {
@@ -359,7 +391,7 @@ pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Sta
         // Tokens pin the old root: replace every usable one.
         let Some(state_dir) = &args.state else {
             eprintln!(
-                "Rotation finished; restart `ca serve`. Reissue join tokens: they pin the old root."
+                "Rotation finished; reload `ca serve` (kill -HUP). Reissue join tokens: they pin the old root."
             );
             return Ok(Status::Ok);
         };
@@ -431,7 +463,7 @@ pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Sta
     )?;
     super::ca::write(&next.join("cross.crt"), cross.as_bytes(), 0o644)?;
     eprintln!(
-        "Rotation started: restart `ca serve` to issue with the new root. Nodes trust it as they renew (the old root vouches for it); when they all have, run `marque ca rotate-root --finish`."
+        "Rotation started: reload `ca serve` (kill -HUP) to issue with the new root. Nodes trust it as they renew (the old root vouches for it); when they all have, run `marque ca rotate-root --finish`."
     );
     Ok(Status::Ok)
 }
@@ -460,7 +492,7 @@ pub(super) fn trust_signers(args: crate::args::CaTrustSignersArgs) -> anyhow::Re
         0o644,
     )?;
     eprintln!(
-        "Nodes joining from now on will require {} of these {} keys on their first trust bundle (restart ca serve).",
+        "Nodes joining from now on will require {} of these {} keys on their first trust bundle (reload ca serve: kill -HUP).",
         signers.threshold,
         signers.keys.len()
     );

@@ -215,6 +215,11 @@ impl Authority {
         &self.trust_domain
     }
 
+    /// Whether a root rotation is in progress.
+    pub fn rotating(&self) -> bool {
+        self.rotation.is_some()
+    }
+
     /// The certificate chain PEM for a leaf: the leaf, then the issuer's
     /// chain (intermediates or the cross-signed new root; not the root).
     fn chain(&self, leaf_pem: &str) -> String {
@@ -311,11 +316,41 @@ pub async fn serve(
     authority: Arc<Authority>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), ClusterError> {
+    let (_keep, updates) = tokio::sync::watch::channel(authority);
+    serve_reloadable(updates, listener).await
+}
+
+fn acceptor_for(authority: &Authority) -> Result<tokio_rustls::TlsAcceptor, ClusterError> {
     let config = tls::server_config(&authority.server_identity()?, &authority.trusted_roots()?)
         .map_err(|e| ClusterError::Protocol(e.to_string()))?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves the authority in `updates` on `listener`, switching to each new
+/// one sent (after a root rotation step or new trust-bundle signers) for
+/// the connections accepted from then on; connections in flight finish
+/// with the one they started with. A new authority whose TLS configuration
+/// cannot be built is refused and the current one kept.
+pub async fn serve_reloadable(
+    mut updates: tokio::sync::watch::Receiver<Arc<Authority>>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), ClusterError> {
+    let mut authority = Arc::clone(&updates.borrow_and_update());
+    let mut acceptor = acceptor_for(&authority)?;
     loop {
         let (tcp, addr) = super::accept(&listener, "CA").await;
+        if updates.has_changed().unwrap_or(false) {
+            let next = Arc::clone(&updates.borrow_and_update());
+            match acceptor_for(&next) {
+                Ok(a) => {
+                    (authority, acceptor) = (next, a);
+                    tracing::info!("serving the reloaded CA configuration");
+                }
+                Err(e) => tracing::error!(
+                    "the reloaded CA configuration is unusable ({e}); keeping the current one"
+                ),
+            }
+        }
         let (acceptor, authority) = (acceptor.clone(), Arc::clone(&authority));
         tokio::spawn(async move {
             let connection = async {
