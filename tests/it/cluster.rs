@@ -100,7 +100,12 @@ impl Ca {
     /// `kill -HUP`: `ca serve` reloads its CA directory; waits until it
     /// says so.
     pub(crate) fn reload(&self) {
-        let count = || self.log.lock().unwrap().matches("Reloaded").count();
+        self.hangup_until("Reloaded");
+    }
+
+    /// `kill -HUP`, then waits until `ca serve` prints `says` once more.
+    pub(crate) fn hangup_until(&self, says: &str) {
+        let count = || self.log.lock().unwrap().matches(says).count();
         let before = count();
         let pid = self.child.as_ref().expect("ca serve is running").id();
         let ok = Command::new("sh")
@@ -1083,4 +1088,18 @@ fn containerd_verifier_contract() {
     assert_eq!(lines[4]["bundle_version"], 2);
     assert!(lines[4]["reasons"].to_string().contains("is revoked"));
     assert_eq!(lines[4]["source"], "containerd-verifier");
+}
+
+#[test]
+fn a_reload_that_fails_keeps_the_running_configuration() {
+    let ca = Ca::new("reload.example");
+    std::fs::write(ca.path("ca/trust-signers.json"), "not json").unwrap();
+    ca.hangup_until("the running configuration stays");
+    assert!(ca.log.lock().unwrap().contains("trust-signers.json"));
+    // Still serving, as before.
+    ca.join(&ca.worker_token(), &ca.path("node")).expect_code(0);
+    std::fs::remove_file(ca.path("ca/trust-signers.json")).unwrap();
+    ca.reload();
+    ca.join(&ca.worker_token(), &ca.path("node2"))
+        .expect_code(0);
 }
