@@ -20,6 +20,7 @@ fn audit(state: &std::path::Path) -> Audit {
 }
 
 pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
+    let mut signals = StopSignals::install()?;
     let dir = NodeDir::new(&args.state);
     // The identity gives the segment to fetch and the certificate to renew;
     // an agent fed only by `marque node trust` (--bundle-from none
@@ -161,7 +162,7 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
         ));
     }
     tokio::select! {
-        () = stop_signal() => {}
+        () = signals.recv() => {}
         Some(Err(e)) = tasks.join_next() => anyhow::bail!("an agent task failed: {e}"),
         Some(Err(e)) = servers.join_next() => anyhow::bail!("an agent server failed: {e}"),
     }
@@ -186,22 +187,28 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
 /// How long a stopping agent lets requests in flight finish.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// SIGTERM (systemd, kubelet) or SIGINT.
-async fn stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
+/// SIGTERM (systemd, kubelet) or SIGINT, listened for from the start: a
+/// signal sent as soon as the agent announces itself must not find the
+/// default action (terminate at once).
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 

@@ -85,6 +85,10 @@ pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
         bail!("--node-ttl must be at least 2s (hours are sensible; seconds are for tests)");
     }
     let authority = load_authority(&args)?;
+    // Listening for SIGHUP before announcing the address: a reload sent
+    // right after must not find the default action (terminate).
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -94,8 +98,6 @@ pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
         listener.local_addr()?
     );
     let (reload, updates) = tokio::sync::watch::channel(Arc::new(authority));
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot listen for SIGHUP")?;
     let serving = server::serve_reloadable(updates, listener);
     tokio::pin!(serving);
     loop {

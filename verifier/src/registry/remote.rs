@@ -31,7 +31,12 @@ enum Access {
 
 /// A connection pool and token cache shared by every repository.
 pub struct RemoteRegistry {
+    /// For plain-HTTP registries (loopback, or `--allow-insecure-registry`):
+    /// loads no TLS roots, which would cost milliseconds per process, and
+    /// stops at a redirect to HTTPS, which `send` hands to `https`.
     http: reqwest::Client,
+    /// For HTTPS, with the platform's roots: built on first use.
+    https: Mutex<Option<reqwest::Client>>,
     limits: Limits,
     insecure: Insecure,
     explicit: Option<Credentials>,
@@ -60,13 +65,19 @@ impl RemoteRegistry {
     /// Builds the pool.
     pub fn new(options: ClientOptions) -> Result<RemoteRegistry, RegistryError> {
         install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(options.limits.connect_timeout)
-            .timeout(options.limits.request_timeout)
-            .read_timeout(options.limits.read_timeout)
-            .pool_max_idle_per_host(64)
-            .redirect(reqwest::redirect::Policy::limited(5))
+        // Within plain HTTP, follow redirects; hand one to HTTPS back.
+        let plain_redirects = reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.url().scheme() == "https" {
+                attempt.stop()
+            } else if attempt.previous().len() >= 5 {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        });
+        let http = client_builder(&options.limits)
+            .tls_certs_only(Vec::<reqwest::Certificate>::new())
+            .redirect(plain_redirects)
             .build()
             .map_err(|source| RegistryError::Transport {
                 registry: "(client setup)".to_owned(),
@@ -74,6 +85,7 @@ impl RemoteRegistry {
             })?;
         Ok(RemoteRegistry {
             http,
+            https: Mutex::new(None),
             limits: options.limits,
             insecure: options.insecure,
             explicit: options.credentials,
@@ -81,6 +93,23 @@ impl RemoteRegistry {
             auth: Mutex::new(HashMap::new()),
             token_clients: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The HTTPS client, built (with the platform's roots) on first use.
+    fn https(&self, registry: &str) -> Result<reqwest::Client, RegistryError> {
+        let mut slot = self.https.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let client = client_builder(&self.limits)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|source| RegistryError::Transport {
+                registry: registry.to_owned(),
+                source,
+            })?;
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     fn plain_http(&self, r: &RegistryRef) -> bool {
@@ -106,8 +135,13 @@ impl RemoteRegistry {
         let key = (r.api_host().to_owned(), r.repository().to_owned(), access);
         let mut authenticated = false;
         let mut server_errors = 0u32;
+        let client = if url.starts_with("https://") {
+            self.https(r.registry())?
+        } else {
+            self.http.clone()
+        };
         loop {
-            let mut req = self.http.request(method.clone(), url);
+            let mut req = client.request(method.clone(), url);
             for (name, value) in headers {
                 req = req.header(name, value);
             }
@@ -126,6 +160,7 @@ impl RemoteRegistry {
                     registry: r.registry().to_owned(),
                     source,
                 })?;
+            let resp = self.follow_to_https(r, &method, resp).await?;
             let status = resp.status();
             tracing::debug!(%method, %url, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "registry request");
             // Registries answer 5xx under load or while a tag is being
@@ -160,6 +195,39 @@ impl RemoteRegistry {
             }
             authenticated = true;
         }
+    }
+
+    /// A plain-HTTP registry's redirect to HTTPS (blob storage, say),
+    /// followed with the HTTPS client and without the registry's
+    /// `Authorization` (another host). Other answers are returned as they
+    /// are.
+    async fn follow_to_https(
+        &self,
+        r: &RegistryRef,
+        method: &Method,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|l| l.starts_with("https://"));
+        let (true, Some(location)) = (resp.status().is_redirection(), location) else {
+            return Ok(resp);
+        };
+        if *method != Method::GET && *method != Method::HEAD {
+            return Ok(resp);
+        }
+        let location = location.to_owned();
+        tracing::debug!(%location, "following a redirect to HTTPS");
+        self.https(r.registry())?
+            .request(method.clone(), &location)
+            .send()
+            .await
+            .map_err(|source| RegistryError::Transport {
+                registry: r.registry().to_owned(),
+                source,
+            })
     }
 
     async fn credentials(&self, r: &RegistryRef) -> Result<Option<Credentials>, RegistryError> {
@@ -655,6 +723,16 @@ fn status_error(
     }
 }
 
+/// What both clients share: agent, timeouts, pool size.
+fn client_builder(limits: &Limits) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(limits.connect_timeout)
+        .timeout(limits.request_timeout)
+        .read_timeout(limits.read_timeout)
+        .pool_max_idle_per_host(64)
+}
+
 /// rustls needs a process-wide crypto provider; marque uses ring only.
 fn install_crypto_provider() {
     // Fails only if a provider is already installed, which is fine.
@@ -671,6 +749,14 @@ mod tests {
             ..ClientOptions::default()
         };
         RemoteRegistry::new(options).unwrap()
+    }
+
+    #[test]
+    fn the_https_client_and_its_roots_are_built_on_first_use() {
+        let r = remote(Insecure::LoopbackOnly);
+        assert!(r.https.lock().unwrap().is_none());
+        r.https("registry.example").unwrap();
+        assert!(r.https.lock().unwrap().is_some());
     }
 
     #[test]
