@@ -489,6 +489,17 @@ fn https_post(addr: &str, ca: &Path, path: &str, body: &[u8]) -> (u16, Vec<u8>) 
     (status, answer[split + 4..].to_vec())
 }
 
+/// The fixtures in testdata/admission whose objects hold containers.
+const WORKLOADS: [&str; 7] = [
+    "pod.json",
+    "deployment.json",
+    "statefulset.json",
+    "daemonset.json",
+    "job.json",
+    "cronjob.json",
+    "ephemeral.json",
+];
+
 /// A fixture from testdata/admission with every `"image"` replaced in turn
 /// by the given images (cycling).
 fn review(fixture: &str, images: &[String]) -> Vec<u8> {
@@ -566,15 +577,7 @@ fn admission_webhook_checks_every_pod_template() {
 
     // Every kind with only signed images is admitted; a tag is resolved and
     // the answer says which digest it was admitted as.
-    for fixture in [
-        "pod.json",
-        "deployment.json",
-        "statefulset.json",
-        "daemonset.json",
-        "job.json",
-        "cronjob.json",
-        "ephemeral.json",
-    ] {
+    for fixture in WORKLOADS {
         let body = review(fixture, &[good_tag.clone(), good_digest.clone()]);
         let (status, answer) = post(&body);
         assert_eq!(status, 200, "{fixture}");
@@ -593,15 +596,7 @@ fn admission_webhook_checks_every_pod_template() {
     }
     // One unsigned image anywhere (containers, initContainers or
     // ephemeralContainers) denies the object, naming it.
-    for fixture in [
-        "pod.json",
-        "deployment.json",
-        "statefulset.json",
-        "daemonset.json",
-        "job.json",
-        "cronjob.json",
-        "ephemeral.json",
-    ] {
+    for fixture in WORKLOADS {
         let body = review(fixture, &[good_digest.clone(), bad.clone()]);
         let (status, answer) = post(&body);
         assert_eq!(status, 200);

@@ -108,6 +108,7 @@ pub(super) async fn serve(args: CaServeArgs) -> anyhow::Result<Status> {
             }
             Some(()) = hangups.recv() => match load_authority(&args) {
                 Ok(a) => {
+                    let a = a.with_failures_of(&reload.borrow());
                     let what = if a.rotating() { "a root rotation in progress" } else { "one root" };
                     let _ = reload.send(Arc::new(a));
                     eprintln!("Reloaded {} ({what}).", args.ca.display());

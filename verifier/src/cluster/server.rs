@@ -58,7 +58,7 @@ pub struct Authority {
     trust_signers: Option<crate::trust::Signers>,
     state: StateDir,
     node_lifetime: Duration,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: Arc<Mutex<HashMap<IpAddr, (u32, Instant)>>>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -198,7 +198,7 @@ impl Authority {
             trust_signers: None,
             state,
             node_lifetime,
-            failures: Mutex::new(HashMap::new()),
+            failures: Arc::default(),
         })
     }
 
@@ -213,6 +213,13 @@ impl Authority {
     /// The cluster's trust domain.
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
+    }
+
+    /// Keeps `previous`'s memory of failed joins (a reload must not give
+    /// a brute-forcer a fresh allowance).
+    pub fn with_failures_of(mut self, previous: &Authority) -> Authority {
+        self.failures = Arc::clone(&previous.failures);
+        self
     }
 
     /// Whether a root rotation is in progress.
