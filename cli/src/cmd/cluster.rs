@@ -474,16 +474,7 @@ pub(super) fn rotate_root(args: crate::args::CaRotateArgs) -> anyhow::Result<Sta
 /// `marque ca trust-signers`: the keys (and threshold) that sign trust
 /// bundles, handed to nodes when they join.
 pub(super) fn trust_signers(args: crate::args::CaTrustSignersArgs) -> anyhow::Result<Status> {
-    let keys = args
-        .signers
-        .iter()
-        .map(|p| {
-            let pem = super::read_file(p, "signer public key")?;
-            marque_keys::PublicKey::from_pem(&pem)
-                .map(|k| k.to_pem())
-                .with_context(|| p.display().to_string())
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keys = super::read_public_keys(&args.signers, "signer public key")?;
     let signers = marque_verifier::trust::Signers {
         keys,
         threshold: args.threshold,

@@ -80,6 +80,19 @@ fn registry_options(args: &RegistryArgs) -> ClientOptions {
     options
 }
 
+/// Public keys from PEM files, normalised to PKIX PEM (each checked).
+fn read_public_keys(paths: &[std::path::PathBuf], what: &str) -> anyhow::Result<Vec<String>> {
+    paths
+        .iter()
+        .map(|p| {
+            let pem = read_file(p, what)?;
+            marque_keys::PublicKey::from_pem(&pem)
+                .map(|k| k.to_pem())
+                .with_context(|| p.display().to_string())
+        })
+        .collect()
+}
+
 fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     // Key files are small; refuse anything absurd rather than read it all.
     let meta = std::fs::metadata(path)

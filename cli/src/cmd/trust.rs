@@ -38,15 +38,7 @@ pub(super) async fn publish(args: TrustPublishArgs) -> anyhow::Result<Status> {
     let signer_pems: Vec<String> = if args.signers.is_empty() {
         keys.iter().map(|k| k.public_key().to_pem()).collect()
     } else {
-        args.signers
-            .iter()
-            .map(|p| {
-                let pem = super::read_file(p, "signer public key")?;
-                marque_keys::PublicKey::from_pem(&pem)
-                    .map(|k| k.to_pem())
-                    .with_context(|| p.display().to_string())
-            })
-            .collect::<anyhow::Result<_>>()?
+        super::read_public_keys(&args.signers, "signer public key")?
     };
     let signers = Signers {
         threshold: args.threshold.unwrap_or(keys.len()),
