@@ -149,6 +149,18 @@ impl NodeDir {
         Ok(roots)
     }
 
+    /// A client for the node's CA that trusts only `roots` (from
+    /// [`NodeDir::roots`]) and presents the node certificate.
+    pub fn ca_client(
+        &self,
+        info: &NodeInfo,
+        roots: &[CertificateDer<'static>],
+    ) -> Result<CaClient, ClusterError> {
+        let config = tls::pinned_client_config(roots, Some(&self.identity()?))
+            .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        CaClient::new(&info.ca, config, &node::ca_server_name(&info.trust_domain))
+    }
+
     /// The node's TLS client identity.
     pub fn identity(&self) -> Result<tls::Identity, ClusterError> {
         let chain = marque_keys::certificate::certificates_from_pem(&self.read("node.crt")?)?
@@ -418,13 +430,7 @@ pub async fn renew(dir: &NodeDir) -> Result<NodeInfo, ClusterError> {
         )));
     }
     let roots = dir.roots()?;
-    let identity = dir.identity()?;
-    let client = CaClient::new(
-        &info.ca,
-        tls::pinned_client_config(&roots, Some(&identity))
-            .map_err(|e| ClusterError::Protocol(e.to_string()))?,
-        &node::ca_server_name(&info.trust_domain),
-    )?;
+    let client = dir.ca_client(&info, &roots)?;
     let key = SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256)?;
     let csr = node::certificate_request(&key)?;
     let answer = client
@@ -453,15 +459,9 @@ pub async fn call_as_node(
     path: &str,
 ) -> Result<serde_json::Value, ClusterError> {
     let info = dir.info()?;
-    let roots = dir.roots()?;
-    let identity = dir.identity()?;
-    let client = CaClient::new(
-        &info.ca,
-        tls::pinned_client_config(&roots, Some(&identity))
-            .map_err(|e| ClusterError::Protocol(e.to_string()))?,
-        &node::ca_server_name(&info.trust_domain),
-    )?;
-    client.call(method, path, |_| Ok(None)).await
+    dir.ca_client(&info, &dir.roots()?)?
+        .call(method, path, |_| Ok(None))
+        .await
 }
 
 /// How long until `info`'s renewal point (zero when due).
