@@ -786,21 +786,7 @@ fn join(body: &[u8], conn: &Conn, authority: &Authority) -> Result<serde_json::V
         .parse()
         .map_err(|_| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt token role"))?;
     let node_id = new_node_id()?;
-    let identity = ClusterIdentity::Node {
-        trust_domain: authority.trust_domain.clone(),
-        segment: segment.clone(),
-        role,
-        id: node_id.clone(),
-    };
-    let issued = node::issue(
-        &authority.issuer,
-        &csr,
-        &identity,
-        SystemTime::now(),
-        authority.node_lifetime,
-    )
-    .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let not_after = crate::verify::unix_seconds(issued.not_after);
+    let (identity, issued, not_after) = issue_node(authority, &csr, &segment, role, &node_id)?;
     authority.state.update(|s| {
         s.nodes.push(NodeRecord {
             id: node_id.clone(),
@@ -824,6 +810,33 @@ fn join(body: &[u8], conn: &Conn, authority: &Authority) -> Result<serde_json::V
     Ok(answer)
 }
 
+/// A node certificate for `csr`: the identity, what was issued, and its
+/// notAfter in Unix seconds.
+fn issue_node(
+    authority: &Authority,
+    csr: &[u8],
+    segment: &str,
+    role: Role,
+    id: &str,
+) -> Result<(ClusterIdentity, node::Issued, u64), Refusal> {
+    let identity = ClusterIdentity::Node {
+        trust_domain: authority.trust_domain.clone(),
+        segment: segment.to_owned(),
+        role,
+        id: id.to_owned(),
+    };
+    let issued = node::issue(
+        &authority.issuer,
+        csr,
+        &identity,
+        SystemTime::now(),
+        authority.node_lifetime,
+    )
+    .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let not_after = crate::verify::unix_seconds(issued.not_after);
+    Ok((identity, issued, not_after))
+}
+
 fn renew(body: &[u8], conn: &Conn, authority: &Authority) -> Result<serde_json::Value, Refusal> {
     let Some(record) = authorize(conn, authority, Access::Node)? else {
         return Err(Refusal::new(
@@ -838,21 +851,8 @@ fn renew(body: &[u8], conn: &Conn, authority: &Authority) -> Result<serde_json::
         .parse()
         .map_err(|_| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt node role"))?;
     // Role and segment come from the CA's record, never from the request.
-    let identity = ClusterIdentity::Node {
-        trust_domain: authority.trust_domain.clone(),
-        segment: record.segment.clone(),
-        role,
-        id: record.id.clone(),
-    };
-    let issued = node::issue(
-        &authority.issuer,
-        &csr,
-        &identity,
-        SystemTime::now(),
-        authority.node_lifetime,
-    )
-    .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let not_after = crate::verify::unix_seconds(issued.not_after);
+    let (identity, issued, not_after) =
+        issue_node(authority, &csr, &record.segment, role, &record.id)?;
     let recorded = authority.state.update(|s| match s.node_mut(&record.id) {
         Some(n) if n.removed_at.is_none() => {
             n.new_serial = Some(issued.serial.clone());
