@@ -427,16 +427,8 @@ impl RemoteRegistry {
         digest: &Digest,
         limit: u64,
     ) -> Result<Vec<u8>, RegistryError> {
-        let url = self.url(r, &format!("blobs/{digest}"));
-        let resp = self
-            .send(r, Access::Pull, Method::GET, &url, &[], None)
-            .await?;
+        let resp = self.blob_response(r, digest, Method::GET).await?;
         let what = format!("blob {}@{digest}", r.repository());
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Err(RegistryError::NotFound { what }),
-            status => return Err(status_error("GET", &url, status, body_snippet(resp).await)),
-        }
         let bytes = read_bounded(resp, limit, &what, r).await?;
         check_digest(&what, digest, &bytes)?;
         Ok(bytes)
@@ -452,16 +444,8 @@ impl RemoteRegistry {
         limit: u64,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), RegistryError>,
     ) -> Result<(), RegistryError> {
-        let url = self.url(r, &format!("blobs/{digest}"));
-        let mut resp = self
-            .send(r, Access::Pull, Method::GET, &url, &[], None)
-            .await?;
+        let mut resp = self.blob_response(r, digest, Method::GET).await?;
         let what = format!("blob {}@{digest}", r.repository());
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Err(RegistryError::NotFound { what }),
-            status => return Err(status_error("GET", &url, status, body_snippet(resp).await)),
-        }
         let too_large = || RegistryError::TooLarge {
             what: what.clone(),
             limit,
@@ -495,23 +479,33 @@ impl RemoteRegistry {
         digest: &Digest,
         head: bool,
     ) -> Result<super::BlobStream, RegistryError> {
-        let url = self.url(r, &format!("blobs/{digest}"));
         let method = if head { Method::HEAD } else { Method::GET };
-        let resp = self.send(r, Access::Pull, method, &url, &[], None).await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound {
-                    what: format!("blob {}@{digest}", r.repository()),
-                });
-            }
-            status => return Err(status_error("GET", &url, status, body_snippet(resp).await)),
-        }
+        let resp = self.blob_response(r, digest, method).await?;
         Ok(super::BlobStream {
             length: resp.content_length(),
             registry: r.registry().to_owned(),
             resp: if head { None } else { Some(resp) },
         })
+    }
+
+    /// `GET` or `HEAD` of a blob: the response when it is `200`; `NotFound`
+    /// or the status as an error otherwise.
+    async fn blob_response(
+        &self,
+        r: &RegistryRef,
+        digest: &Digest,
+        method: Method,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = self.url(r, &format!("blobs/{digest}"));
+        let name = if method == Method::HEAD { "HEAD" } else { "GET" };
+        let resp = self.send(r, Access::Pull, method, &url, &[], None).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(resp),
+            StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+                what: format!("blob {}@{digest}", r.repository()),
+            }),
+            status => Err(status_error(name, &url, status, body_snippet(resp).await)),
+        }
     }
 
     pub(super) async fn push_blob(
