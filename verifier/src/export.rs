@@ -17,8 +17,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::policy::{Mode, Trusted};
-use crate::trust::Bundle;
+use crate::policy::{Mode, Policy, Trusted};
 
 /// Why a policy cannot be exported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,12 +54,9 @@ fn err(scope: &str, reason: impl std::fmt::Display) -> ExportError {
     ExportError(format!("scope {scope:?}: {reason}"))
 }
 
-/// Exports `bundle`'s policy (as a node enforces it: with the bundle's
-/// revocations).
-pub fn containers_policy(bundle: &Bundle) -> Result<ContainersPolicy, ExportError> {
-    let policy = bundle
-        .policy()
-        .map_err(|e| ExportError(format!("the policy: {e}")))?;
+/// Exports a bundle's policy as a node enforces it, i.e. as parsed by
+/// [`crate::trust::Bundle::policy`], with the bundle's revocations.
+pub fn containers_policy(policy: &Policy) -> Result<ContainersPolicy, ExportError> {
     if policy.has_revoked_digests() {
         return Err(ExportError(
             "revoked digests (policy.json has no digest deny list)".into(),
@@ -173,18 +169,18 @@ pub enum Written {
     RejectAll(String),
 }
 
-/// Writes `policy.json`, `registries.d/marque.yaml` and `keys/` for
-/// `bundle` into `dir` (each file atomically; the policy last, so it never
-/// names a key file not yet written). No bundle (`None`, e.g. expired), or
-/// one that policy.json cannot express exactly, gives a policy that rejects
+/// Writes `policy.json`, `registries.d/marque.yaml` and `keys/` for an
+/// exported policy into `dir` (each file atomically; the policy last, so it
+/// never names a key file not yet written). `Err(why)` (no usable bundle,
+/// or one policy.json cannot express exactly) writes a policy that rejects
 /// everything, never a weaker one, and says why.
-pub fn write(bundle: Result<&Bundle, &str>, dir: &std::path::Path) -> std::io::Result<Written> {
+pub fn write(
+    exported: Result<&ContainersPolicy, &str>,
+    dir: &std::path::Path,
+) -> std::io::Result<Written> {
     use crate::registry::layout::write_atomically;
     std::fs::create_dir_all(dir.join("registries.d"))?;
     let dir = std::fs::canonicalize(dir)?;
-    let exported = bundle
-        .map_err(str::to_owned)
-        .and_then(|b| containers_policy(b).map_err(|e| e.to_string()));
     let (policy, written) = match exported {
         Ok(exported) => {
             let keys = dir.join("keys");
@@ -207,7 +203,7 @@ pub fn write(bundle: Result<&Bundle, &str>, dir: &std::path::Path) -> std::io::R
         }
         Err(why) => (
             json!({ "default": [{ "type": "reject" }] }),
-            Written::RejectAll(why),
+            Written::RejectAll(why.to_owned()),
         ),
     };
     let bytes = serde_json::to_vec_pretty(&policy).unwrap_or_default();

@@ -259,8 +259,11 @@ impl PolicyExport {
         if self.last == Some(state) {
             return;
         }
-        let bundle = usable.as_ref().map(|f| &f.bundle).map_err(String::as_str);
-        match marque_verifier::export::write(bundle, &self.dir) {
+        // The policy the enforcer parsed, not a second parse of the bundle.
+        let exported = usable.and_then(|f| {
+            marque_verifier::export::containers_policy(&f.policy).map_err(|e| e.to_string())
+        });
+        match marque_verifier::export::write(exported.as_ref().map_err(String::as_str), &self.dir) {
             Ok(marque_verifier::export::Written::Policy { keys }) => {
                 eprintln!(
                     "Wrote {}/policy.json ({keys} key(s)) for trust bundle v{}.",

@@ -534,10 +534,10 @@ pub(super) fn node_export(args: crate::args::NodeExportArgs) -> anyhow::Result<S
     let bundle = marque_verifier::trust::Accepted::new(&dir.trust_dir())
         .current()?
         .context("no trust bundle has been accepted yet (marque node trust)")?;
-    // Checked first, so that a bundle policy.json cannot express leaves
+    // Exported first, so that a bundle policy.json cannot express leaves
     // the files in place untouched and the command fails.
-    marque_verifier::export::containers_policy(&bundle)?;
-    let written = marque_verifier::export::write(Ok(&bundle), &args.out)
+    let exported = marque_verifier::export::containers_policy(&bundle.policy()?)?;
+    let written = marque_verifier::export::write(Ok(&exported), &args.out)
         .with_context(|| format!("cannot write to {}", args.out.display()))?;
     if let marque_verifier::export::Written::Policy { keys } = written {
         eprintln!(

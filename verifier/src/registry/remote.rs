@@ -497,7 +497,11 @@ impl RemoteRegistry {
         method: Method,
     ) -> Result<reqwest::Response, RegistryError> {
         let url = self.url(r, &format!("blobs/{digest}"));
-        let name = if method == Method::HEAD { "HEAD" } else { "GET" };
+        let name = if method == Method::HEAD {
+            "HEAD"
+        } else {
+            "GET"
+        };
         let resp = self.send(r, Access::Pull, method, &url, &[], None).await?;
         match resp.status() {
             StatusCode::OK => Ok(resp),
