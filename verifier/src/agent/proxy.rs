@@ -243,7 +243,7 @@ fn upstream_for<'p>(proxy: &'p Proxy, query: Option<&str>) -> Result<&'p str, St
 }
 
 async fn manifest(proxy: &Proxy, repo: RegistryRef, reference: &str, head: bool) -> Response<Body> {
-    let spelled = if reference.starts_with("sha256:") || reference.contains(':') {
+    let spelled = if reference.contains(':') {
         format!("{repo}@{reference}")
     } else {
         format!("{repo}:{reference}")

@@ -150,6 +150,18 @@ impl Envelope {
         expected_type: &str,
         keys: &[PublicKey],
     ) -> Result<(Vec<u8>, std::collections::BTreeSet<usize>), DsseError> {
+        let (body, message) = self.signed_message(expected_type)?;
+        let mut signers = std::collections::BTreeSet::new();
+        for s in &self.signatures {
+            let Some(sig) = decode(&s.sig) else { continue };
+            signers.extend(keys.iter().position(|k| k.verify(&message, &sig).is_ok()));
+        }
+        Ok((body, signers))
+    }
+
+    /// The payload and the PAE its signatures cover, once the payload type
+    /// is the expected one.
+    fn signed_message(&self, expected_type: &str) -> Result<(Vec<u8>, Vec<u8>), DsseError> {
         if self.payload_type != expected_type {
             return Err(DsseError::PayloadType {
                 found: self.payload_type.clone(),
@@ -158,12 +170,7 @@ impl Envelope {
         }
         let body = decode(&self.payload).ok_or(DsseError::PayloadEncoding)?;
         let message = pae(&self.payload_type, &body);
-        let mut signers = std::collections::BTreeSet::new();
-        for s in &self.signatures {
-            let Some(sig) = decode(&s.sig) else { continue };
-            signers.extend(keys.iter().position(|k| k.verify(&message, &sig).is_ok()));
-        }
-        Ok((body, signers))
+        Ok((body, message))
     }
 
     /// Checks the payload type, then offers each signature, with the PAE it
@@ -175,14 +182,7 @@ impl Envelope {
         expected_type: &str,
         mut check: impl FnMut(&[u8], &[u8]) -> Option<T>,
     ) -> Result<(Vec<u8>, T), DsseError> {
-        if self.payload_type != expected_type {
-            return Err(DsseError::PayloadType {
-                found: self.payload_type.clone(),
-                expected: expected_type.to_owned(),
-            });
-        }
-        let body = decode(&self.payload).ok_or(DsseError::PayloadEncoding)?;
-        let message = pae(&self.payload_type, &body);
+        let (body, message) = self.signed_message(expected_type)?;
         for s in &self.signatures {
             let Some(sig) = decode(&s.sig) else { continue };
             if let Some(found) = check(&message, &sig) {
