@@ -1340,3 +1340,39 @@ fn sigterm_finishes_the_transfers_in_flight_then_stops() {
     assert!(status.success(), "{status:?}\n{}", agent.log());
     agent.wait_for("Stopped.", Duration::from_secs(5));
 }
+
+#[test]
+fn an_agent_with_nothing_to_do_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let out = marque(
+        &[
+            "node",
+            "agent",
+            "--state",
+            state,
+            "--bundle-from",
+            "none",
+            "--no-renew",
+        ],
+        &[],
+    );
+    out.expect_code(2);
+    assert!(out.stderr.contains("nothing to do"), "{}", out.stderr);
+    // Fetching or renewing needs an identity, and the error says how to get one.
+    let out = marque(
+        &[
+            "node",
+            "agent",
+            "--state",
+            state,
+            "--proxy",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:1",
+        ],
+        &[],
+    );
+    out.expect_code(2);
+    assert!(out.stderr.contains("marque node join"), "{}", out.stderr);
+}

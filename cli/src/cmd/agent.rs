@@ -21,6 +21,16 @@ fn audit(state: &std::path::Path) -> Audit {
 
 pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
     let mut signals = StopSignals::install()?;
+    if args.bundle_from == "none"
+        && args.no_renew
+        && args.proxy.is_none()
+        && args.webhook.is_none()
+        && args.containers_policy.is_none()
+    {
+        anyhow::bail!(
+            "nothing to do: give --proxy, --webhook or --containers-policy, or let the agent fetch bundles (--bundle-from) or renew the certificate"
+        );
+    }
     let dir = NodeDir::new(&args.state);
     // The identity gives the segment to fetch and the certificate to renew;
     // an agent fed only by `marque node trust` (--bundle-from none
@@ -29,7 +39,7 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
         dir.info().ok()
     } else {
         Some(dir.info().context(
-            "the agent needs a node identity (marque node join), unless --bundle-from none --no-renew",
+            "the agent needs a node identity, unless it runs with --bundle-from none --no-renew",
         )?)
     };
     let segment = info.as_ref().map(|i| i.segment.clone()).unwrap_or_default();
@@ -413,7 +423,7 @@ pub(super) async fn doctor(args: crate::args::NodeDoctorArgs) -> anyhow::Result<
     let mut checks = Vec::new();
     let info = dir.info();
     checks.push(match &info {
-        Err(e) => finding("identity", "fail", format!("{e} (marque node join)")),
+        Err(e) => finding("identity", "fail", e.to_string()),
         Ok(i) if now >= i.not_after => finding(
             "identity",
             "fail",
