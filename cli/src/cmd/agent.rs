@@ -133,29 +133,28 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
         ));
     }
     if let Some(addr) = &args.webhook {
-        let files = match (&args.webhook_cert, &args.webhook_key) {
+        let identity = match (&args.webhook_cert, &args.webhook_key) {
             (Some(cert), Some(key)) => CertificateFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 ca: cert.clone(),
-            },
+            }
+            .load(),
             _ => {
                 let files = CertificateFiles::in_dir(&args.state.join("webhook"));
-                if files.load().is_err() {
-                    files
-                        .generate(&args.webhook_names)
-                        .map_err(anyhow::Error::msg)
-                        .context("cannot make the webhook certificate")?;
+                files.load().or_else(|_| {
+                    files.generate(&args.webhook_names)?;
                     eprintln!(
                         "Generated a webhook certificate for {}; its CA (the caBundle) is {}.",
                         args.webhook_names.join(", "),
                         files.ca.display()
                     );
-                }
-                files
+                    files.load()
+                })
             }
-        };
-        let identity = files.load().map_err(anyhow::Error::msg)?;
+        }
+        .map_err(anyhow::Error::msg)
+        .context("the webhook certificate")?;
         let tls = marque_verifier::cluster::tls::plain_server_config(&identity)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
