@@ -343,6 +343,38 @@ pub fn certificates_from_pem(pem_bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
         .collect())
 }
 
+/// Every block of `pem`, each of which must be a `CERTIFICATE` that parses
+/// as X.509, as DER: for trust anchors and chains named in a policy, where
+/// a block that is skipped would be a root silently not trusted.
+pub fn certificate_list(pem_bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    let blocks = pem::parse_many(pem_bytes).map_err(|e| cert_err(format!("not PEM: {e}")))?;
+    if blocks.is_empty() {
+        return Err(cert_err("no CERTIFICATE in it"));
+    }
+    blocks
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if b.tag() != "CERTIFICATE" {
+                return Err(cert_err(format!(
+                    "block {} is {:?}; only CERTIFICATE blocks belong here",
+                    i + 1,
+                    b.tag()
+                )));
+            }
+            let der = b.into_contents();
+            match x509_parser::parse_x509_certificate(&der) {
+                Ok(([], _)) => Ok(der),
+                Ok(_) => Err(cert_err(format!(
+                    "certificate {} has trailing bytes",
+                    i + 1
+                ))),
+                Err(e) => Err(cert_err(format!("certificate {}: {e}", i + 1))),
+            }
+        })
+        .collect()
+}
+
 /// A signer's certificate, parsed.
 #[derive(Debug, Clone)]
 pub struct SignerCertificate {

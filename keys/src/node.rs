@@ -506,7 +506,7 @@ pub fn issue(
             .map(|b| format!("{b:02x}"))
             .collect::<String>(),
     )
-    .unwrap_or_default();
+    .ok_or(Error::Crypto)?;
     params.serial_number = Some(serial);
     params.use_authority_key_identifier_extension = true;
     let rc_issuer = issuer.rcgen_issuer()?;

@@ -111,6 +111,14 @@ impl PublicKey {
             };
         }
         let blocks = armor::parse_blocks(data)?;
+        let keys = blocks.iter().filter(|b| b.label == "PUBLIC KEY").count();
+        if keys > 1 {
+            // One key per file: taking the first would silently trust fewer
+            // keys than the file holds.
+            return Err(Error::key_rejected(format!(
+                "{keys} PUBLIC KEY blocks in one file; give one key per file"
+            )));
+        }
         for block in &blocks {
             match block.label.as_str() {
                 "PUBLIC KEY" => return PublicKey::from_spki_der(&block.contents),

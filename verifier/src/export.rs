@@ -37,16 +37,39 @@ pub struct ContainersPolicy {
 }
 
 const KEY_DIR: &str = "KEYDIR";
+const KEY_DIR_PREFIX: &str = "KEYDIR/";
 
 impl ContainersPolicy {
     /// The policy with key paths under `dir` (absolute, as policy.json
     /// requires).
     pub fn with_key_dir(&self, dir: &std::path::Path) -> serde_json::Value {
-        let text = self
-            .policy
-            .to_string()
-            .replace(&format!("\"{KEY_DIR}/"), &format!("\"{}/", dir.display()));
-        serde_json::from_str(&text).unwrap_or_default()
+        // Rewritten in the document, not in its text: a directory name with
+        // a quote or backslash in it stays a string.
+        fn rewrite(v: &mut serde_json::Value, dir: &std::path::Path) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map.iter_mut() {
+                        match v {
+                            serde_json::Value::Array(paths) if k == "keyPaths" => {
+                                for p in paths.iter_mut() {
+                                    if let Some(name) =
+                                        p.as_str().and_then(|s| s.strip_prefix(KEY_DIR_PREFIX))
+                                    {
+                                        *p = dir.join(name).display().to_string().into();
+                                    }
+                                }
+                            }
+                            other => rewrite(other, dir),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(|i| rewrite(i, dir)),
+                _ => {}
+            }
+        }
+        let mut policy = self.policy.clone();
+        rewrite(&mut policy, dir);
+        policy
     }
 }
 

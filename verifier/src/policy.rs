@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use marque_keys::PublicKey;
 use serde::{Deserialize, Serialize};
@@ -187,8 +188,10 @@ pub enum Test {
 pub struct AttestationRule {
     /// The predicate type URI.
     pub predicate_type: String,
-    /// The authority (by index in the scope) that must have signed it.
-    pub authority: usize,
+    /// The authority that must have signed it: the one the rule names,
+    /// resolved when the policy was loaded (never an index that could
+    /// drift from the file).
+    pub authority: Arc<Authority>,
     /// All must hold on one verified statement.
     pub conditions: Vec<Condition>,
 }
@@ -233,8 +236,9 @@ pub struct Scope {
     pub mode: Mode,
     /// The oldest a newest valid signature (or provenance build) may be.
     pub max_age: Option<std::time::Duration>,
-    /// All must be satisfied.
-    pub authorities: Vec<Authority>,
+    /// All must be satisfied; never empty unless the scope is in skip
+    /// mode (refused at load time).
+    pub authorities: Vec<Arc<Authority>>,
     /// Attestations required.
     pub attestations: Vec<AttestationRule>,
 }
@@ -269,13 +273,20 @@ struct Errors<'a> {
     list: Vec<PolicyError>,
 }
 
+/// Proof that a problem was recorded: only [`Errors`] makes one. A loader
+/// that gives up on part of a policy returns `Err(Reported)`, so nothing
+/// written in a policy can be left out of it without an error that refuses
+/// the whole policy (the class of defect where an authority vanished).
+#[derive(Debug)]
+struct Reported(());
+
 impl Errors<'_> {
     fn at(
         &mut self,
         span: std::ops::Range<usize>,
         field: impl Into<String>,
         message: impl Into<String>,
-    ) {
+    ) -> Reported {
         let line = self.text[..span.start.min(self.text.len())]
             .matches('\n')
             .count()
@@ -286,6 +297,16 @@ impl Errors<'_> {
             field: field.into(),
             message: message.into(),
         });
+        Reported(())
+    }
+
+    /// `Err` when problems were recorded since the list had `mark` entries.
+    fn since(&self, mark: usize) -> Result<(), Reported> {
+        if self.list.len() > mark {
+            Err(Reported(()))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -324,8 +345,8 @@ impl Policy {
             );
         }
         let clock_skew = match &file.clock_skew {
-            Some(d) => parse_duration(d, "clock_skew", &mut errors).unwrap_or_default(),
-            None => crate::verify::DEFAULT_CLOCK_SKEW,
+            Some(d) => parse_duration(d, "clock_skew", &mut errors).ok(),
+            None => Some(crate::verify::DEFAULT_CLOCK_SKEW),
         };
         let base = path.parent().unwrap_or(Path::new("."));
         let mut seen = std::collections::HashMap::new();
@@ -355,7 +376,9 @@ impl Policy {
                         }
                         patterns.push(pattern);
                     }
-                    Err(message) => errors.at(p.span(), format!("{field}.match"), message),
+                    Err(message) => {
+                        errors.at(p.span(), format!("{field}.match"), message);
+                    }
                 }
             }
             if scope.authorities.is_empty() && scope.mode != Mode::Skip {
@@ -365,16 +388,21 @@ impl Policy {
                     "a scope that is not in skip mode needs an authority",
                 );
             }
-            let mut authorities = Vec::new();
+            let mut authorities: Vec<Arc<Authority>> = Vec::new();
             for (ai, a) in scope.authorities.iter().enumerate() {
-                if let Some(auth) = load_authority(
-                    a,
-                    base,
-                    &format!("{field}.authority[{ai}]"),
-                    &mut errors,
-                    read,
-                ) {
-                    authorities.push(auth);
+                let af = format!("{field}.authority[{ai}]");
+                if authorities.iter().any(|b| b.name == a.get_ref().name) {
+                    errors.at(
+                        a.span(),
+                        format!("{af}.name"),
+                        format!(
+                            "another authority in this scope is named {:?}",
+                            a.get_ref().name
+                        ),
+                    );
+                }
+                if let Ok(auth) = load_authority(a, base, &af, &mut errors, read) {
+                    authorities.push(Arc::new(auth));
                 }
             }
             let mut attestations = Vec::new();
@@ -391,16 +419,16 @@ impl Policy {
                     );
                     continue;
                 };
-                let Some(authority) = scope
-                    .authorities
+                let Some(authority) = authorities
                     .iter()
-                    .position(|a| a.get_ref().name == *t.authority.get_ref())
+                    .find(|a| a.name == *t.authority.get_ref())
+                    .cloned()
                 else {
                     errors.at(
                         t.authority.span(),
                         format!("{tf}.authority"),
                         format!(
-                            "no authority named {:?} in this scope",
+                            "no usable authority named {:?} in this scope",
                             t.authority.get_ref()
                         ),
                     );
@@ -446,13 +474,38 @@ impl Policy {
                 }),
                 patterns,
                 mode: scope.mode,
-                max_age: scope
-                    .max_age
-                    .as_ref()
-                    .and_then(|d| parse_duration(d, &format!("{field}.max_age"), &mut errors)),
+                max_age: match &scope.max_age {
+                    Some(d) => parse_duration(d, &format!("{field}.max_age"), &mut errors).ok(),
+                    None => None,
+                },
                 authorities,
                 attestations,
             });
+        }
+        // What was loaded is what was written: a last check, independent of
+        // each loader, that no scope lost an authority, key, identity, rule
+        // or condition on the way.
+        if errors.list.is_empty() {
+            for (si, (written, loaded)) in file.scopes.iter().zip(&scopes).enumerate() {
+                if let Err(why) = census(written, loaded) {
+                    errors.at(
+                        written.patterns.span(),
+                        format!("scope[{si}]"),
+                        format!("internal error, policy refused: {why}"),
+                    );
+                }
+            }
+            if file.scopes.len() != scopes.len() {
+                errors.at(
+                    0..0,
+                    "scope",
+                    format!(
+                        "internal error, policy refused: {} of {} scopes loaded",
+                        scopes.len(),
+                        file.scopes.len()
+                    ),
+                );
+            }
         }
         let mut revoked_digests = HashSet::new();
         for d in &file.revocations.digests {
@@ -460,7 +513,9 @@ impl Policy {
                 Ok(d) => {
                     revoked_digests.insert(d);
                 }
-                Err(e) => errors.at(d.span(), "revocations.digests", e.to_string()),
+                Err(e) => {
+                    errors.at(d.span(), "revocations.digests", e.to_string());
+                }
             }
         }
         let mut revoked_keys = HashSet::new();
@@ -469,11 +524,13 @@ impl Policy {
                 Ok(id) => {
                     revoked_keys.insert(id.to_string());
                 }
-                Err(_) => errors.at(
-                    k.span(),
-                    "revocations.keys",
-                    "a key id is sha256:<64 hex> (as `marque verify` prints it)",
-                ),
+                Err(_) => {
+                    errors.at(
+                        k.span(),
+                        "revocations.keys",
+                        "a key id is sha256:<64 hex> (as `marque verify` prints it)",
+                    );
+                }
             }
         }
         let mut revoked_serials = HashSet::new();
@@ -482,23 +539,24 @@ impl Policy {
                 Some(serial) => {
                     revoked_serials.insert(serial);
                 }
-                None => errors.at(
-                    k.span(),
-                    "revocations.serials",
-                    "a certificate serial is hex, e.g. 3f:9a:01 or 0x3f9a01 (as `marque ca issue-signer` prints it)",
-                ),
+                None => {
+                    errors.at(
+                        k.span(),
+                        "revocations.serials",
+                        "a certificate serial is hex, e.g. 3f:9a:01 or 0x3f9a01 (as `marque ca issue-signer` prints it)",
+                    );
+                }
             }
         }
-        if errors.list.is_empty() {
-            Ok(Policy {
+        match clock_skew {
+            Some(clock_skew) if errors.list.is_empty() => Ok(Policy {
                 scopes,
                 revoked_digests,
                 revoked_keys,
                 revoked_serials,
                 clock_skew,
-            })
-        } else {
-            Err(errors.list)
+            }),
+            _ => Err(errors.list),
         }
     }
 
@@ -574,34 +632,33 @@ fn parse_duration(
     text: &Spanned<String>,
     field: &str,
     errors: &mut Errors<'_>,
-) -> Option<std::time::Duration> {
+) -> Result<std::time::Duration, Reported> {
     match humantime::parse_duration(text.get_ref().trim()) {
         Ok(d) if d.is_zero() => {
-            errors.at(text.span(), field, "the duration must be more than zero");
-            None
+            Err(errors.at(text.span(), field, "the duration must be more than zero"))
         }
-        Ok(d) => Some(d),
-        Err(e) => {
-            errors.at(
-                text.span(),
-                field,
-                format!(
-                    "{:?} is not a duration ({e}); write e.g. \"30d\", \"12h\" or \"1w 2d\"",
-                    text.get_ref()
-                ),
-            );
-            None
-        }
+        Ok(d) => Ok(d),
+        Err(e) => Err(errors.at(
+            text.span(),
+            field,
+            format!(
+                "{:?} is not a duration ({e}); write e.g. \"30d\", \"12h\" or \"1w 2d\"",
+                text.get_ref()
+            ),
+        )),
     }
 }
 
+/// Loads one authority, or records why not: every key, root and identity
+/// written is in the result, or there is an error.
 fn load_authority(
     a: &Spanned<AuthorityFile>,
     base: &Path,
     field: &str,
     errors: &mut Errors<'_>,
     read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
-) -> Option<Authority> {
+) -> Result<Authority, Reported> {
+    let mark = errors.list.len();
     let span = a.span();
     let a = a.get_ref();
     let threshold = a.threshold.as_ref().map(|t| *t.get_ref()).unwrap_or(1);
@@ -617,6 +674,13 @@ fn load_authority(
             "the threshold must be at least 1",
         );
     }
+    if a.name.trim().is_empty() {
+        errors.at(
+            span.clone(),
+            format!("{field}.name"),
+            "an authority needs a name",
+        );
+    }
     let resolve = |p: &str| {
         if Path::new(p).is_absolute() {
             PathBuf::from(p)
@@ -624,7 +688,7 @@ fn load_authority(
             base.join(p)
         }
     };
-    match (a.keys.is_empty(), &a.ca_roots) {
+    let trusted = match (a.keys.is_empty(), &a.ca_roots) {
         (false, None) => {
             let mut keys = Vec::new();
             let mut ids = BTreeSet::new();
@@ -644,11 +708,13 @@ fn load_authority(
                         }
                         keys.push(key);
                     }
-                    Err(e) => errors.at(
-                        k.span(),
-                        format!("{field}.keys"),
-                        format!("{}: {e}", path.display()),
-                    ),
+                    Err(e) => {
+                        errors.at(
+                            k.span(),
+                            format!("{field}.keys"),
+                            format!("{}: {e}", path.display()),
+                        );
+                    }
                 }
             }
             if threshold > a.keys.len() {
@@ -661,103 +727,175 @@ fn load_authority(
                     ),
                 );
             }
-            Some(Authority {
-                name: a.name.clone(),
-                trusted: Trusted::Keys(keys),
-                threshold,
-            })
+            Trusted::Keys(keys)
         }
         (true, Some(roots)) => {
-            use marque_keys::certificate::certificates_from_pem;
-            let read = |p: &Spanned<String>, errors: &mut Errors<'_>, what: &str| {
+            use marque_keys::certificate::certificate_list;
+            let mut certificates = |p: &Spanned<String>, what: &str| {
                 let path = resolve(p.get_ref());
                 match read(&path)
                     .map_err(|e| e.to_string())
-                    .and_then(|d| certificates_from_pem(&d).map_err(|e| e.to_string()))
+                    .and_then(|d| certificate_list(&d).map_err(|e| e.to_string()))
                 {
-                    Ok(c) if !c.is_empty() => Some(c),
-                    Ok(_) => {
-                        errors.at(
-                            p.span(),
-                            format!("{field}.{what}"),
-                            format!("{}: no CERTIFICATE in it", path.display()),
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        errors.at(
-                            p.span(),
-                            format!("{field}.{what}"),
-                            format!("{}: {e}", path.display()),
-                        );
-                        None
-                    }
+                    Ok(c) => Ok(c),
+                    Err(e) => Err(errors.at(
+                        p.span(),
+                        format!("{field}.{what}"),
+                        format!("{}: {e}", path.display()),
+                    )),
                 }
             };
-            let roots = read(roots, errors, "ca_roots");
+            let roots = certificates(roots, "ca_roots");
             let intermediates = match &a.ca_intermediates {
-                Some(p) => read(p, errors, "ca_intermediates").unwrap_or_default(),
-                None => Vec::new(),
+                Some(p) => certificates(p, "ca_intermediates"),
+                None => Ok(Vec::new()),
             };
-            let identity = match (&a.identities[..], &a.identity_regex) {
-                ([], None) => {
-                    errors.at(
-                        span,
-                        field.to_owned(),
-                        "a CA authority needs identities or identity_regex",
-                    );
-                    return None;
-                }
-                (ids, None) => {
-                    if threshold > ids.len() {
-                        errors.at(threshold_span, format!("{field}.threshold"), format!("threshold {threshold} is more than the {} identities this authority trusts", ids.len()));
-                    }
-                    let alternatives: Vec<String> = ids.iter().map(|i| regex::escape(i)).collect();
-                    CertificateIdentity::Regex(regex::Regex::new(&alternatives.join("|")).ok()?)
-                }
-                ([], Some(re)) => match regex::Regex::new(re.get_ref()) {
-                    Ok(r) => CertificateIdentity::Regex(r),
-                    Err(e) => {
-                        errors.at(re.span(), format!("{field}.identity_regex"), e.to_string());
-                        return None;
-                    }
-                },
-                (_, Some(re)) => {
-                    errors.at(
-                        re.span(),
-                        format!("{field}.identity_regex"),
-                        "give identities or identity_regex, not both",
-                    );
-                    return None;
-                }
-            };
-            Some(Authority {
-                name: a.name.clone(),
-                trusted: Trusted::Ca(CertificateRequirements {
-                    roots: roots?,
-                    intermediates,
-                    identity,
-                }),
-                threshold,
+            let identity = load_identity(a, span, threshold, threshold_span, field, errors);
+            errors.since(mark)?;
+            Trusted::Ca(CertificateRequirements {
+                roots: roots?,
+                intermediates: intermediates?,
+                identity: identity?,
             })
         }
         (true, None) => {
-            errors.at(
+            return Err(errors.at(
                 span,
                 field.to_owned(),
                 "an authority needs keys or ca_roots",
-            );
-            None
+            ));
         }
         (false, Some(r)) => {
-            errors.at(
+            return Err(errors.at(
                 r.span(),
                 field.to_owned(),
                 "give keys or ca_roots, not both",
-            );
-            None
+            ));
+        }
+    };
+    errors.since(mark)?;
+    Ok(Authority {
+        name: a.name.clone(),
+        trusted,
+        threshold,
+    })
+}
+
+/// A CA authority's accepted identities: an exact set (any number, no
+/// expression built from them) or one size-bounded expression.
+fn load_identity(
+    a: &AuthorityFile,
+    span: std::ops::Range<usize>,
+    threshold: usize,
+    threshold_span: std::ops::Range<usize>,
+    field: &str,
+    errors: &mut Errors<'_>,
+) -> Result<CertificateIdentity, Reported> {
+    match (&a.identities[..], &a.identity_regex) {
+        ([], None) => Err(errors.at(
+            span,
+            field.to_owned(),
+            "a CA authority needs identities or identity_regex",
+        )),
+        (ids, None) => {
+            let mark = errors.list.len();
+            let mut set = BTreeSet::new();
+            for id in ids {
+                if id.is_empty() {
+                    errors.at(
+                        span.clone(),
+                        format!("{field}.identities"),
+                        "an identity is empty",
+                    );
+                } else if !set.insert(id.clone()) {
+                    let shown: String = id.chars().take(80).collect();
+                    errors.at(
+                        span.clone(),
+                        format!("{field}.identities"),
+                        format!("identity {shown:?} is listed twice"),
+                    );
+                }
+            }
+            if threshold > ids.len() {
+                errors.at(
+                    threshold_span,
+                    format!("{field}.threshold"),
+                    format!(
+                        "threshold {threshold} is more than the {} identities this authority trusts",
+                        ids.len()
+                    ),
+                );
+            }
+            errors.since(mark)?;
+            Ok(CertificateIdentity::OneOf(set))
+        }
+        ([], Some(re)) => crate::verify::identity_regex(re.get_ref())
+            .map(CertificateIdentity::Regex)
+            .map_err(|e| errors.at(re.span(), format!("{field}.identity_regex"), e)),
+        (_, Some(re)) => Err(errors.at(
+            re.span(),
+            format!("{field}.identity_regex"),
+            "give identities or identity_regex, not both",
+        )),
+    }
+}
+
+/// Compares a loaded scope with the scope as written: the same number of
+/// authorities (each with every key or identity), rules and conditions.
+fn census(written: &ScopeFile, loaded: &Scope) -> Result<(), String> {
+    let name = &loaded.name;
+    if written.patterns.get_ref().len() != loaded.patterns.len() {
+        return Err(format!(
+            "scope {name:?}: {} of {} patterns loaded",
+            loaded.patterns.len(),
+            written.patterns.get_ref().len()
+        ));
+    }
+    if written.authorities.len() != loaded.authorities.len() {
+        return Err(format!(
+            "scope {name:?}: {} of {} authorities loaded",
+            loaded.authorities.len(),
+            written.authorities.len()
+        ));
+    }
+    if loaded.authorities.is_empty() && loaded.mode != Mode::Skip {
+        return Err(format!("scope {name:?} has no authority"));
+    }
+    for (w, l) in written.authorities.iter().zip(&loaded.authorities) {
+        let w = w.get_ref();
+        let (found, expected) = match &l.trusted {
+            Trusted::Keys(k) => (k.len(), w.keys.len()),
+            Trusted::Ca(c) => match &c.identity {
+                CertificateIdentity::OneOf(set) => (set.len(), w.identities.len()),
+                CertificateIdentity::Regex(_) => (1, usize::from(w.identity_regex.is_some())),
+            },
+        };
+        if w.name != l.name || found != expected || found == 0 {
+            return Err(format!(
+                "authority {:?}: {found} of {expected} keys or identities loaded",
+                w.name
+            ));
         }
     }
+    if written.attestations.len() != loaded.attestations.len() {
+        return Err(format!(
+            "scope {name:?}: {} of {} attestation rules loaded",
+            loaded.attestations.len(),
+            written.attestations.len()
+        ));
+    }
+    for (w, l) in written.attestations.iter().zip(&loaded.attestations) {
+        let w = w.get_ref();
+        if w.conditions.len() != l.conditions.len() || *w.authority.get_ref() != l.authority.name {
+            return Err(format!(
+                "attestation rule for {:?}: {} of {} conditions loaded",
+                w.authority.get_ref(),
+                l.conditions.len(),
+                w.conditions.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Pattern {
@@ -921,7 +1059,15 @@ pub async fn evaluate(
     let digest = repo.resolve(image).await?;
     let pinned = image.with_digest(digest.clone());
     d.digest = Some(digest.clone());
-    let mut satisfied = true;
+    // Satisfied only by evidence: a scope with nothing to check denies
+    // (loading refuses such a scope; this holds even if it did not).
+    let mut satisfied = !scope.authorities.is_empty();
+    if !satisfied {
+        d.reasons.push(format!(
+            "scope {:?} has no authority to satisfy: denying",
+            scope.name
+        ));
+    }
     if policy.revoked_digests.contains(&digest) {
         satisfied = false;
         d.reasons.push(format!("{digest} is revoked"));
@@ -998,7 +1144,7 @@ pub async fn evaluate(
         });
     }
     for rule in &scope.attestations {
-        let authority = &scope.authorities[rule.authority];
+        let authority = &rule.authority;
         let (keys, certificates) = authority.trusted.split();
         let req = crate::attest::AttestationRequirements {
             keys,
@@ -1254,5 +1400,418 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// Key and certificate files for in-memory policies: three keys, a
+    /// root, an empty file and a file that is not PEM.
+    fn files() -> &'static std::collections::HashMap<String, Vec<u8>> {
+        static FILES: std::sync::OnceLock<std::collections::HashMap<String, Vec<u8>>> =
+            std::sync::OnceLock::new();
+        FILES.get_or_init(|| {
+            let mut m = std::collections::HashMap::new();
+            for i in 0..3 {
+                let k = marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256)
+                    .unwrap();
+                m.insert(format!("k{i}.pub"), k.public_key().to_pem().into_bytes());
+            }
+            let root = marque_keys::certificate::new_root(
+                "test root",
+                std::time::SystemTime::now(),
+                std::time::Duration::from_secs(3600),
+                0,
+            )
+            .unwrap();
+            m.insert("root.pem".into(), root.cert_pem.as_bytes().to_vec());
+            m.insert("empty.pem".into(), Vec::new());
+            m.insert("junk.pem".into(), b"not pem".to_vec());
+            m
+        })
+    }
+
+    fn parse_in_memory(text: &str) -> Result<Policy, Vec<PolicyError>> {
+        Policy::parse_with(Path::new("/p/policy.toml"), text, &|path| {
+            path.strip_prefix("/p")
+                .ok()
+                .and_then(|rel| files().get(rel.to_str()?))
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        })
+    }
+
+    fn ca_policy(identities: &[String]) -> String {
+        let list: Vec<String> = identities.iter().map(|i| format!("{i:?}")).collect();
+        format!(
+            "version = 1\n[[scope]]\nmatch = [\"r.io/a\"]\n[[scope.authority]]\nname = \"ci\"\nca_roots = \"root.pem\"\nidentities = [{}]\n",
+            list.join(", ")
+        )
+    }
+
+    fn identity_of(policy: &Policy) -> &CertificateIdentity {
+        match &policy.scopes[0].authorities[0].trusted {
+            Trusted::Ca(c) => &c.identity,
+            Trusted::Keys(_) => panic!("not a CA authority"),
+        }
+    }
+
+    /// The defect: identity lists whose alternation exceeded the regex
+    /// crate's size limit dropped the authority without an error. Any list
+    /// now loads whole, and matches exactly its members.
+    #[test]
+    fn large_identity_lists_load_whole() {
+        for (count, len) in [(5, 40_000), (160, 1_000), (20_000, 40)] {
+            let ids: Vec<String> = (0..count)
+                .map(|i| format!("{i}-{}", "x".repeat(len)))
+                .collect();
+            let policy = parse_in_memory(&ca_policy(&ids))
+                .unwrap_or_else(|e| panic!("{count} x {len}: {e:?}"));
+            assert_eq!(policy.scopes[0].authorities.len(), 1);
+            let identity = identity_of(&policy);
+            assert!(matches!(identity, CertificateIdentity::OneOf(s) if s.len() == count));
+            assert!(ids.iter().all(|id| identity.accepts(id)));
+            assert!(!identity.accepts(&format!("{}x", ids[0])));
+            assert!(!identity.accepts(&ids[0][1..]));
+        }
+    }
+
+    #[test]
+    fn identity_expressions_are_anchored_and_bounded() {
+        let with_regex = |re: &str| {
+            format!(
+                "version = 1\n[[scope]]\nmatch = [\"r.io/a\"]\n[[scope.authority]]\nname = \"ci\"\nca_roots = \"root.pem\"\nidentity_regex = {re:?}\n"
+            )
+        };
+        let p = parse_in_memory(&with_regex("a|ab")).unwrap();
+        // Leftmost-first search found "a" in "ab" and refused it; the
+        // anchored expression accepts the whole identity.
+        assert!(identity_of(&p).accepts("ab"));
+        assert!(!identity_of(&p).accepts("abc") && !identity_of(&p).accepts("xab"));
+        // An unbalanced expression cannot escape the anchors.
+        let e = parse_in_memory(&with_regex("x)|(.*")).unwrap_err();
+        assert!(e[0].field.ends_with("identity_regex"), "{e:?}");
+        // Past the compiled-size limit: an error that says so, not a
+        // dropped authority.
+        let huge = (0..20_000)
+            .map(|i| format!("id{i}\\.example"))
+            .collect::<Vec<_>>()
+            .join("|");
+        let e = parse_in_memory(&with_regex(&huge)).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].to_string()
+                .contains("scope[0].authority[0].identity_regex")
+                && e[0].message.contains("limit"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn everything_written_loads_or_the_policy_is_refused() {
+        let base = "version = 1\n[[scope]]\nmatch = [\"r.io/a\"]\n";
+        let refused = |extra: &str, needle: &str| {
+            let e = parse_in_memory(&format!("{base}{extra}")).unwrap_err();
+            assert!(
+                e.iter().any(|e| e.to_string().contains(needle)),
+                "{extra}: {e:?}"
+            );
+        };
+        let ca = "[[scope.authority]]\nname = \"ci\"\nidentities = [\"i\"]\nca_roots = ";
+        refused(&format!("{ca}\"empty.pem\"\n"), "no CERTIFICATE");
+        refused(&format!("{ca}\"junk.pem\"\n"), "authority[0].ca_roots");
+        refused(&format!("{ca}\"missing.pem\"\n"), "missing.pem");
+        refused(
+            &format!("{ca}\"root.pem\"\nca_intermediates = \"junk.pem\"\n"),
+            "ca_intermediates",
+        );
+        refused(
+            "[[scope.authority]]\nname = \"ci\"\nca_roots = \"root.pem\"\nidentities = [\"i\", \"i\"]\n",
+            "listed twice",
+        );
+        refused(
+            "[[scope.authority]]\nname = \"ci\"\nca_roots = \"root.pem\"\nidentities = [\"\"]\n",
+            "empty",
+        );
+        refused(
+            "[[scope.authority]]\nname = \"a\"\nkeys = [\"k0.pub\"]\n[[scope.authority]]\nname = \"a\"\nkeys = [\"k1.pub\"]\n",
+            "another authority in this scope is named",
+        );
+        // A key file holding two keys would trust only the first.
+        let two = [files()["k0.pub"].as_slice(), files()["k1.pub"].as_slice()].concat();
+        let e = Policy::parse_with(
+            Path::new("/p/policy.toml"),
+            &format!("{base}[[scope.authority]]\nname = \"a\"\nkeys = [\"two.pub\"]\n"),
+            &|_| Ok(two.clone()),
+        )
+        .unwrap_err();
+        assert!(e[0].message.contains("one key per file"), "{e:?}");
+        // A rule names its authority; it is resolved by name, whatever
+        // the order, and a rule naming nothing usable is refused.
+        let p = parse_in_memory(&format!(
+            "{base}[[scope.authority]]\nname = \"a\"\nkeys = [\"k0.pub\"]\n[[scope.authority]]\nname = \"b\"\nkeys = [\"k1.pub\"]\n[[scope.attestation]]\ntype = \"slsaprovenance1\"\nauthority = \"b\"\n"
+        ))
+        .unwrap();
+        let rule = &p.scopes[0].attestations[0];
+        assert_eq!(rule.authority.name, "b");
+        assert!(Arc::ptr_eq(&rule.authority, &p.scopes[0].authorities[1]));
+        refused(
+            "[[scope.authority]]\nname = \"a\"\nkeys = [\"k0.pub\"]\n[[scope.attestation]]\ntype = \"slsaprovenance1\"\nauthority = \"c\"\n",
+            "no usable authority named \"c\"",
+        );
+        // A scope with no authority (not in skip mode) is refused.
+        refused("", "needs an authority");
+    }
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Trust {
+        Keys(Vec<usize>),
+        Ca {
+            roots: &'static str,
+            identities: Vec<String>,
+            regex: Option<String>,
+        },
+        Nothing,
+    }
+
+    #[derive(Debug, Clone)]
+    struct AuthoritySpec {
+        name: &'static str,
+        trust: Trust,
+        threshold: Option<usize>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct ScopeSpec {
+        mode: &'static str,
+        authorities: Vec<AuthoritySpec>,
+        rules: Vec<(&'static str, usize)>,
+    }
+
+    fn identity() -> impl Strategy<Value = String> {
+        (0..4usize, "[a-z]{1,6}").prop_map(|(kind, s)| match kind {
+            0 => format!("{s}{}", "y".repeat(30_000)),
+            1 => s,
+            _ => format!("https://ci.example/{s}"),
+        })
+    }
+
+    /// Mostly well-formed authorities, so that most generated policies
+    /// load and the property is tried on something; now and then a broken
+    /// one of each kind.
+    fn trust() -> impl Strategy<Value = Trust> {
+        let broken_roots = prop::sample::select(vec!["empty.pem", "junk.pem", "missing.pem"]);
+        prop_oneof![
+            20 => prop::sample::subsequence(vec![0usize, 1, 2], 1..=3).prop_map(Trust::Keys),
+            20 => prop::collection::vec(identity(), 1..9).prop_map(|identities| Trust::Ca {
+                roots: "root.pem",
+                identities,
+                regex: None,
+            }),
+            4 => prop::sample::select(vec!["https://ci\\.example/.*".to_owned(), "a|ab".to_owned()])
+                .prop_map(|re| Trust::Ca {
+                    roots: "root.pem",
+                    identities: Vec::new(),
+                    regex: Some(re),
+                }),
+            1 => prop::collection::vec(0..4usize, 0..4).prop_map(Trust::Keys),
+            1 => (broken_roots, prop::collection::vec(identity(), 1..3)).prop_map(
+                |(roots, identities)| Trust::Ca {
+                    roots,
+                    identities,
+                    regex: None,
+                }
+            ),
+            1 => Just(Trust::Ca {
+                roots: "root.pem",
+                identities: vec![String::new()],
+                regex: None,
+            }),
+            1 => Just(Trust::Ca {
+                roots: "root.pem",
+                identities: vec!["a".into()],
+                regex: Some("(".into()),
+            }),
+            1 => Just(Trust::Nothing),
+        ]
+        .boxed()
+    }
+
+    fn scope() -> impl Strategy<Value = ScopeSpec> {
+        (
+            prop::sample::select(vec!["enforce", "enforce", "audit", "skip"]),
+            prop::collection::vec(
+                (
+                    trust(),
+                    prop::option::weighted(0.1, 0..4usize),
+                    prop::bool::weighted(0.05),
+                ),
+                1..4,
+            ),
+            prop::collection::vec((0..20usize, 0..3usize), 0..3),
+        )
+            .prop_map(|(mode, authorities, rules)| {
+                let names = ["a", "b", "c"];
+                let authorities: Vec<AuthoritySpec> = authorities
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (trust, threshold, same_name))| AuthoritySpec {
+                        name: if same_name { "a" } else { names[i] },
+                        trust,
+                        threshold,
+                    })
+                    .collect();
+                // Rules mostly name an authority of the scope; some name none.
+                let rules = rules
+                    .into_iter()
+                    .map(|(i, conditions)| match i {
+                        0 => ("z", conditions),
+                        i => (authorities[i % authorities.len()].name, conditions),
+                    })
+                    .collect();
+                ScopeSpec {
+                    mode,
+                    authorities,
+                    rules,
+                }
+            })
+    }
+
+    fn render(scopes: &[ScopeSpec]) -> String {
+        let mut t = String::from("version = 1\n");
+        for (i, s) in scopes.iter().enumerate() {
+            t += &format!("[[scope]]\nmatch = [\"r.io/s{i}\"]\nmode = {:?}\n", s.mode);
+            for a in &s.authorities {
+                t += &format!("[[scope.authority]]\nname = {:?}\n", a.name);
+                if let Some(n) = a.threshold {
+                    t += &format!("threshold = {n}\n");
+                }
+                match &a.trust {
+                    Trust::Keys(k) => {
+                        let k: Vec<String> = k.iter().map(|i| format!("\"k{i}.pub\"")).collect();
+                        t += &format!("keys = [{}]\n", k.join(", "));
+                    }
+                    Trust::Ca {
+                        roots,
+                        identities,
+                        regex,
+                    } => {
+                        t += &format!("ca_roots = {roots:?}\n");
+                        if !identities.is_empty() {
+                            let ids: Vec<String> =
+                                identities.iter().map(|i| format!("{i:?}")).collect();
+                            t += &format!("identities = [{}]\n", ids.join(", "));
+                        }
+                        if let Some(re) = regex {
+                            t += &format!("identity_regex = {re:?}\n");
+                        }
+                    }
+                    Trust::Nothing => {}
+                }
+            }
+            for (authority, conditions) in &s.rules {
+                t += &format!(
+                    "[[scope.attestation]]\ntype = \"slsaprovenance1\"\nauthority = {authority:?}\n"
+                );
+                for c in 0..*conditions {
+                    t += &format!(
+                        "[[scope.attestation.condition]]\npath = \"predicate.f{c}\"\nequals = \"v\"\n"
+                    );
+                }
+            }
+        }
+        t
+    }
+
+    /// For any policy that loads, what was loaded is what was written:
+    /// every scope, authority (with each of its keys or identities), rule
+    /// (bound to the authority it names) and condition. Also checks that
+    /// the property was tried on policies that load, not only on errors.
+    #[test]
+    fn what_loads_is_what_was_written() {
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 400,
+            ..ProptestConfig::default()
+        });
+        let loaded = std::cell::Cell::new(0usize);
+        let tried = std::cell::Cell::new(0usize);
+        runner
+            .run(&prop::collection::vec(scope(), 1..4), |scopes| {
+                tried.set(tried.get() + 1);
+                if loads_as_written(&scopes)? {
+                    loaded.set(loaded.get() + 1);
+                }
+                Ok(())
+            })
+            .unwrap();
+        eprintln!("{} of {} generated policies loaded", loaded.get(), tried.get());
+        assert!(
+            loaded.get() * 4 >= tried.get(),
+            "only {} of {} generated policies loaded",
+            loaded.get(),
+            tried.get()
+        );
+    }
+
+    fn loads_as_written(scopes: &[ScopeSpec]) -> Result<bool, TestCaseError> {
+        let text = render(scopes);
+        let Ok(policy) = parse_in_memory(&text) else {
+            return Ok(false);
+        };
+        prop_assert_eq!(policy.scopes.len(), scopes.len());
+        for (spec, loaded) in scopes.iter().zip(&policy.scopes) {
+            prop_assert_eq!(loaded.authorities.len(), spec.authorities.len());
+            prop_assert!(loaded.mode == Mode::Skip || !loaded.authorities.is_empty());
+            for (a, l) in spec.authorities.iter().zip(&loaded.authorities) {
+                prop_assert_eq!(a.name, l.name.as_str());
+                prop_assert_eq!(a.threshold.unwrap_or(1), l.threshold);
+                match (&a.trust, &l.trusted) {
+                    (Trust::Keys(k), Trusted::Keys(loaded)) => {
+                        prop_assert_eq!(k.len(), loaded.len());
+                    }
+                    (
+                        Trust::Ca {
+                            identities,
+                            regex: None,
+                            ..
+                        },
+                        Trusted::Ca(c),
+                    ) => {
+                        let CertificateIdentity::OneOf(set) = &c.identity else {
+                            return Err(TestCaseError::fail("identities became an expression"));
+                        };
+                        prop_assert_eq!(set.len(), identities.len());
+                        prop_assert!(identities.iter().all(|i| c.identity.accepts(i)));
+                    }
+                    (
+                        Trust::Ca {
+                            identities,
+                            regex: Some(_),
+                            ..
+                        },
+                        Trusted::Ca(c),
+                    ) => {
+                        prop_assert!(identities.is_empty());
+                        prop_assert!(matches!(c.identity, CertificateIdentity::Regex(_)));
+                    }
+                    (written, loaded) => {
+                        return Err(TestCaseError::fail(format!(
+                            "{written:?} loaded as {loaded:?}"
+                        )));
+                    }
+                }
+            }
+            prop_assert_eq!(loaded.attestations.len(), spec.rules.len());
+            for ((name, conditions), rule) in spec.rules.iter().zip(&loaded.attestations) {
+                prop_assert_eq!(*name, rule.authority.name.as_str());
+                prop_assert_eq!(*conditions, rule.conditions.len());
+                prop_assert!(
+                    loaded
+                        .authorities
+                        .iter()
+                        .any(|a| Arc::ptr_eq(a, &rule.authority))
+                );
+            }
+        }
+        Ok(true)
     }
 }

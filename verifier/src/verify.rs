@@ -109,10 +109,37 @@ pub struct CertificateRequirements {
 /// The identity a signer's certificate must carry as a URI or email SAN.
 #[derive(Debug, Clone)]
 pub enum CertificateIdentity {
-    /// Exactly this string.
-    Exact(String),
-    /// A match of this regular expression, anchored at both ends.
+    /// Exactly one of these strings (a set: a list of any length is
+    /// matched without building an expression from it).
+    OneOf(std::collections::BTreeSet<String>),
+    /// A whole-string match of this expression; build it with
+    /// [`identity_regex`], which anchors it and bounds its size.
     Regex(regex::Regex),
+}
+
+/// The largest compiled identity expression accepted (the regex crate's
+/// `size_limit`). An expression past it is refused with an error, never
+/// dropped.
+pub const MAX_IDENTITY_REGEX_BYTES: usize = 1 << 20;
+
+/// Compiles an identity expression that must match a whole identity:
+/// `pattern` is checked on its own first (so it is one balanced
+/// expression), then anchored as `^(?:pattern)$`. Refused past
+/// [`MAX_IDENTITY_REGEX_BYTES`] compiled.
+pub fn identity_regex(pattern: &str) -> Result<regex::Regex, String> {
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(MAX_IDENTITY_REGEX_BYTES)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => format!(
+                    "the expression compiles to more than the {limit}-byte limit; list exact identities instead"
+                ),
+                e => e.to_string(),
+            })
+    };
+    build(pattern)?;
+    build(&format!("^(?:{pattern})$"))
 }
 
 impl CertificateRequirements {
@@ -145,10 +172,8 @@ impl CertificateRequirements {
 impl CertificateIdentity {
     pub(crate) fn accepts(&self, id: &str) -> bool {
         match self {
-            CertificateIdentity::Exact(e) => e == id,
-            CertificateIdentity::Regex(re) => re
-                .find(id)
-                .is_some_and(|m| m.start() == 0 && m.end() == id.len()),
+            CertificateIdentity::OneOf(set) => set.contains(id),
+            CertificateIdentity::Regex(re) => re.is_match(id),
         }
     }
 }

@@ -36,7 +36,13 @@ pub(super) async fn agent(args: NodeAgentArgs) -> anyhow::Result<Status> {
     // an agent fed only by `marque node trust` (--bundle-from none
     // --no-renew) runs without one.
     let info = if args.bundle_from == "none" && args.no_renew {
-        dir.info().ok()
+        // No identity is fine here; one that does not load is not (it
+        // names the node that a bundle may have removed).
+        match dir.info() {
+            Ok(info) => Some(info),
+            Err(_) if !args.state.join("node.json").exists() => None,
+            Err(e) => return Err(e).context("the node identity in the state directory"),
+        }
     } else {
         Some(dir.info().context(
             "the agent needs a node identity, unless it runs with --bundle-from none --no-renew",

@@ -183,10 +183,10 @@ pub(super) fn certificate_requirements(
         &args.certificate_identity,
         &args.certificate_identity_regexp,
     ) {
-        (Some(id), _) => CertificateIdentity::Exact(id.clone()),
+        (Some(id), _) => CertificateIdentity::OneOf([id.clone()].into()),
         (None, Some(re)) => CertificateIdentity::Regex(
-            regex::Regex::new(re)
-                .with_context(|| format!("--certificate-identity-regexp {re:?}"))?,
+            marque_verifier::verify::identity_regex(re)
+                .map_err(|e| anyhow::anyhow!("--certificate-identity-regexp {re:?}: {e}"))?,
         ),
         (None, None) => anyhow::bail!(
             "--ca-roots needs --certificate-identity or --certificate-identity-regexp"
