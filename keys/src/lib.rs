@@ -46,6 +46,7 @@ mod armor;
 pub mod certificate;
 mod error;
 mod keyfile;
+mod message;
 pub mod node;
 mod oid;
 mod public;
@@ -57,5 +58,6 @@ pub use keyfile::{
     COSIGN_PRIVATE_KEY_LABEL, EncryptedKey, PrivateKeyFile, SIGSTORE_PRIVATE_KEY_LABEL,
     encode_cosign_pem_with_params,
 };
+pub use message::{Message, PREHASH_ABOVE};
 pub use public::{KeyId, PublicKey};
 pub use signing::SigningKey;

@@ -1376,3 +1376,74 @@ fn an_agent_with_nothing_to_do_says_so() {
     out.expect_code(2);
     assert!(out.stderr.contains("marque node join"), "{}", out.stderr);
 }
+
+/// Issue 13 through the proxy: the policy whose large identity list used
+/// to vanish (and let unsigned images in) and an attestation envelope with
+/// 2,001 signatures over megabytes are both denied, promptly, with their
+/// reasons; the agent keeps serving.
+#[test]
+fn the_proxy_fails_closed_on_hostile_policies_and_envelopes() {
+    use crate::fail_closed::*;
+    let Some(reg) = registry() else { return };
+    let addr = reg.addr();
+    let (c, ns, signed) = Cluster::with_signed_image(&addr, "agent-fc");
+    ca_root(c.dir.path());
+    let unsigned = support::push_sample_image(&addr, &format!("{ns}/ids/app"), "v1");
+    let attested = support::push_sample_image(&addr, &format!("{ns}/att/app"), "v1");
+    c.sign(&format!("{addr}/{ns}/att/app@{attested}"));
+    attest(
+        &addr,
+        &format!("{ns}/att/app"),
+        &attested,
+        &c.team_key,
+        c.dir.path(),
+    );
+    let real = attested_envelope(&addr, &format!("{ns}/att/app"), &attested);
+    replace_attestation(
+        &addr,
+        &format!("{ns}/att/app"),
+        &attested,
+        &hostile_envelope(&real, 6_700_000, 2001),
+    );
+    let policy = c.path("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{}[[scope]]\nmatch = [\"{addr}/{ns}/att/**\"]\n[[scope.authority]]\nname = \"team\"\nkeys = [\"team.pub\"]\n[[scope.attestation]]\ntype = \"slsaprovenance1\"\nauthority = \"team\"\n[[scope]]\nmatch = [\"{addr}/{ns}/signed\"]\n[[scope.authority]]\nname = \"team\"\nkeys = [\"team.pub\"]\n",
+            large_identity_policy(&format!("{addr}/{ns}/ids/**"), None)
+        ),
+    )
+    .unwrap();
+    c.accept(&policy, 1);
+    let agent = Agent::with_proxy(&c.node, &addr, &["--bundle-from", "none"]);
+    let proxy = agent.proxy().to_owned();
+
+    let r = proxy_get(&proxy, &format!("/v2/{ns}/ids/app/manifests/v1"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let message = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains(&unsigned) && message.contains("authority \"ci\": 0 of 1"),
+        "{message}"
+    );
+
+    let start = Instant::now();
+    let r = proxy_get(&proxy, &format!("/v2/{ns}/att/app/manifests/v1"));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let message = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("2001 signatures"), "{message}");
+
+    let r = proxy_get(&proxy, &format!("/v2/{ns}/signed/manifests/v1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("Docker-Content-Digest"), Some(signed.as_str()));
+}

@@ -9,6 +9,7 @@ mod certificates;
 mod cluster;
 mod common;
 mod concurrency;
+mod fail_closed;
 mod harness;
 mod interop;
 mod keys_cli;

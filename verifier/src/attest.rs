@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::artifact::dsse::{self, Envelope};
 use crate::artifact::intoto::Statement;
 use crate::artifact::manifest::Descriptor;
+use crate::budget::Budget;
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::registry::{RegistryError, Repository};
@@ -138,6 +139,7 @@ pub async fn verify(
     repo: &Repository,
     image: &ImageRef,
     req: &AttestationRequirements,
+    budget: &Budget,
 ) -> Result<AttestationReport, RegistryError> {
     let digest = repo.resolve(image).await?;
     let tag = digest.cosign_tag("att");
@@ -148,13 +150,14 @@ pub async fn verify(
         rejected: Vec::new(),
         problem: None,
     };
-    verify_legacy(repo, &digest, &tag, req, &mut report).await?;
+    verify_legacy(repo, &digest, &tag, req, budget, &mut report).await?;
     if report.verified.is_empty() {
         let no_annotations = std::collections::BTreeMap::new();
         let trust = crate::referrers::Trust {
             keys: &req.keys,
             certificates: req.certificates.as_ref().map(|c| (c, req.now)),
             annotations: &no_annotations,
+            budget,
         };
         let (found, rejected) = crate::referrers::verify(
             repo,
@@ -198,6 +201,7 @@ async fn verify_legacy(
     digest: &Digest,
     tag: &str,
     req: &AttestationRequirements,
+    budget: &Budget,
     report: &mut AttestationReport,
 ) -> Result<(), RegistryError> {
     let parsed = match crate::verify::attached_manifest(repo, tag).await? {
@@ -222,7 +226,7 @@ async fn verify_legacy(
                 continue;
             }
         };
-        match check_envelope(&blob, Some(layer), digest, req) {
+        match check_envelope(&blob, Some(layer), digest, req, budget) {
             Ok(v) => report.verified.push(VerifiedAttestation {
                 envelope_digest: Digest::of(&blob),
                 ..v
@@ -277,23 +281,40 @@ async fn fetch_envelope(
 
 /// Decides one envelope (already checked against its layer digest): the
 /// DSSE signature over the PAE, then the statement, every subject, and the
-/// predicate type. Pure.
+/// predicate type. Pure; every check is charged to `budget`.
 pub fn check_envelope(
     blob: &[u8],
     layer: Option<&Descriptor>,
     image_digest: &Digest,
     req: &AttestationRequirements,
+    budget: &Budget,
 ) -> Result<VerifiedAttestation, String> {
     let envelope = Envelope::parse(blob).map_err(|e| e.to_string())?;
-    let (body, signer, certificate_serial) =
-        match envelope.verify(dsse::IN_TOTO_PAYLOAD_TYPE, &req.keys) {
-            Ok((body, key)) => (body, req.keys[key].key_id().to_string(), None),
-            Err(dsse::DsseError::NoTrustedKey) if req.certificates.is_some() && layer.is_some() => {
-                let (body, accepted) = certificate_signer(&envelope, layer, req)?;
-                (body, accepted.identity, Some(accepted.serial))
+    let opened = envelope
+        .open(dsse::IN_TOTO_PAYLOAD_TYPE, budget)
+        .map_err(|e| e.to_string())?;
+    let (signer, certificate_serial) = match opened
+        .first_signer(&req.keys, budget)
+        .map_err(|e| e.to_string())?
+    {
+        Some(key) => (req.keys[key].key_id().to_string(), None),
+        None => match (layer, &req.certificates) {
+            (Some(layer), Some(certs)) => {
+                // The layer's certificate is accepted once, then its
+                // key is tried on the envelope's signatures.
+                let (cert, accepted) =
+                    crate::verify::layer_certificate(layer, certs, req.now, budget)
+                        .map_err(|r| r.to_string())?;
+                opened
+                    .first_signer(std::slice::from_ref(cert.public_key()), budget)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the signature was not made with the certificate's key")?;
+                (accepted.identity, Some(accepted.serial))
             }
-            Err(e) => return Err(e.to_string()),
-        };
+            _ => return Err(dsse::DsseError::NoTrustedKey.to_string()),
+        },
+    };
+    let body = opened.into_body();
     let statement = Statement::parse(&body)?;
     if !statement.is_about(image_digest) {
         let named: Vec<String> = statement
@@ -318,30 +339,4 @@ pub fn check_envelope(
         statement: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         certificate_serial,
     })
-}
-
-/// The certificate path for a legacy attestation layer: a signature in the
-/// envelope made with the key of the layer's certificate, which must chain
-/// to a trusted root for an accepted identity.
-fn certificate_signer(
-    envelope: &Envelope,
-    layer: Option<&Descriptor>,
-    req: &AttestationRequirements,
-) -> Result<(Vec<u8>, crate::verify::AcceptedCertificate), String> {
-    let (Some(layer), Some(certs)) = (layer, &req.certificates) else {
-        return Err(dsse::DsseError::NoTrustedKey.to_string());
-    };
-    let mut last = None;
-    let verified = envelope.verify_with(dsse::IN_TOTO_PAYLOAD_TYPE, |message, sig| {
-        crate::verify::check_certificate(layer, message, sig, certs, req.now)
-            .map_err(|r| last = Some(r.to_string()))
-            .ok()
-    });
-    match verified {
-        Ok(found) => Ok(found),
-        Err(dsse::DsseError::NoTrustedKey) => {
-            Err(last.unwrap_or_else(|| dsse::DsseError::NoTrustedKey.to_string()))
-        }
-        Err(e) => Err(e.to_string()),
-    }
 }

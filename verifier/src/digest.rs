@@ -36,6 +36,17 @@ impl Digest {
         &self.0[7..]
     }
 
+    /// The digest whose SHA-256 value is `hash`.
+    pub fn from_sha256(hash: &[u8; 32]) -> Digest {
+        let mut s = String::with_capacity(71);
+        s.push_str("sha256:");
+        for b in hash {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        Digest(s)
+    }
+
     /// Whether `bytes` hash to this digest.
     pub fn matches(&self, bytes: &[u8]) -> bool {
         Digest::of(bytes) == *self

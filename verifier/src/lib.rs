@@ -17,6 +17,7 @@
 pub mod agent;
 pub mod artifact;
 pub mod attest;
+pub mod budget;
 pub mod cluster;
 pub mod digest;
 pub mod export;

@@ -1018,13 +1018,15 @@ pub struct AttestationOutcome {
 }
 
 /// Applies `policy` to `image`. `Err` means evidence could not be fetched
-/// (inconclusive).
+/// (inconclusive). Every check is charged to `budget` (one per decision);
+/// an image whose checks exhaust it is refused, with the reason.
 pub async fn evaluate(
     policy: &Policy,
     repo: &Repository,
     image: &ImageRef,
     limits: &crate::registry::Limits,
     now: std::time::SystemTime,
+    budget: &crate::budget::Budget,
 ) -> Result<Decision, RegistryError> {
     let mut d = Decision {
         image: image.to_string(),
@@ -1094,7 +1096,7 @@ pub async fn evaluate(
     let reports = if reqs.is_empty() {
         Vec::new()
     } else {
-        crate::verify::verify_image_for(repo, &pinned, &reqs).await?
+        crate::verify::verify_image_for(repo, &pinned, &reqs, budget).await?
     };
     for (authority, report) in scope.authorities.iter().zip(reports) {
         let mut signers = BTreeSet::new();
@@ -1154,7 +1156,7 @@ pub async fn evaluate(
             certificates,
             now,
         };
-        let report = crate::attest::verify(repo, &pinned, &req).await?;
+        let report = crate::attest::verify(repo, &pinned, &req, budget).await?;
         let mut reasons: Vec<String> = report
             .rejected
             .iter()
@@ -1192,8 +1194,16 @@ pub async fn evaluate(
         }
         if !ok {
             satisfied = false;
+            // The first reasons travel with the decision, so that an
+            // enforcement point's one-line denial says what was wrong.
+            let first: Vec<&str> = reasons.iter().take(3).map(String::as_str).collect();
+            let why = if first.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", first.join("; "))
+            };
             d.reasons.push(format!(
-                "attestation {} signed by {:?}: none satisfies the policy",
+                "attestation {} signed by {:?}: none satisfies the policy{why}",
                 rule.predicate_type, authority.name
             ));
         }
@@ -1203,6 +1213,12 @@ pub async fn evaluate(
             satisfied: ok,
             reasons,
         });
+    }
+    if let Some(why) = budget.exhausted() {
+        satisfied = false;
+        d.reasons.push(format!(
+            "{why}: the image is refused, not all its evidence was checked"
+        ));
     }
     let newest = times.into_iter().max();
     d.newest = newest.map(rfc3339);
@@ -1743,7 +1759,11 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        eprintln!("{} of {} generated policies loaded", loaded.get(), tried.get());
+        eprintln!(
+            "{} of {} generated policies loaded",
+            loaded.get(),
+            tried.get()
+        );
         assert!(
             loaded.get() * 4 >= tried.get(),
             "only {} of {} generated policies loaded",

@@ -346,6 +346,8 @@ pub struct Trust<'a> {
     )>,
     /// Annotations the statement's subject for the image must carry.
     pub annotations: &'a std::collections::BTreeMap<String, String>,
+    /// The decision's work budget, charged for every check.
+    pub budget: &'a crate::budget::Budget,
 }
 
 /// A bundle that passed [`check_bundle`].
@@ -373,28 +375,33 @@ pub fn check_bundle(
     let envelope: Envelope = bundle
         .dsse_envelope
         .ok_or("the bundle holds no DSSE envelope")?;
-    let (body, signer, certificate_serial) =
-        match envelope.verify(dsse::IN_TOTO_PAYLOAD_TYPE, trust.keys) {
-            Ok((body, key)) => (body, trust.keys[key].key_id().to_string(), None),
-            Err(dsse::DsseError::NoTrustedKey) => match (trust.certificates, certificate) {
-                (Some((req, now)), Some(der)) => {
-                    let cert = marque_keys::certificate::SignerCertificate::from_der(der)
-                        .map_err(|e| e.to_string())?;
-                    let accepted = req.accept(&cert, Vec::new(), now)?;
-                    let (body, _) = envelope
-                        .verify(
-                            dsse::IN_TOTO_PAYLOAD_TYPE,
-                            std::slice::from_ref(cert.public_key()),
-                        )
-                        .map_err(|_| {
-                            "the signature was not made with the certificate's key".to_owned()
-                        })?;
-                    (body, accepted.identity, Some(accepted.serial))
-                }
-                _ => return Err(dsse::DsseError::NoTrustedKey.to_string()),
-            },
-            Err(e) => return Err(e.to_string()),
-        };
+    let budget = trust.budget;
+    let opened = envelope
+        .open(dsse::IN_TOTO_PAYLOAD_TYPE, budget)
+        .map_err(|e| e.to_string())?;
+    let (signer, certificate_serial) = match opened
+        .first_signer(trust.keys, budget)
+        .map_err(|e| e.to_string())?
+    {
+        Some(key) => (trust.keys[key].key_id().to_string(), None),
+        None => match (trust.certificates, certificate) {
+            (Some((req, now)), Some(der)) => {
+                let cert = marque_keys::certificate::SignerCertificate::from_der(der)
+                    .map_err(|e| e.to_string())?;
+                budget
+                    .spend(crate::budget::PER_CHAIN)
+                    .map_err(|e| e.to_string())?;
+                let accepted = req.accept(&cert, Vec::new(), now)?;
+                opened
+                    .first_signer(std::slice::from_ref(cert.public_key()), budget)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the signature was not made with the certificate's key")?;
+                (accepted.identity, Some(accepted.serial))
+            }
+            _ => return Err(dsse::DsseError::NoTrustedKey.to_string()),
+        },
+    };
+    let body = opened.into_body();
     let statement = Statement::parse(&body)?;
     if !statement.is_about(subject) {
         return Err("the statement is about another image".to_owned());

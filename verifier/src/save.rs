@@ -952,8 +952,10 @@ mod tests {
             l.saved_as = Some(RegistryRef::parse(name).unwrap());
             ImageRef::Layout(l)
         };
-        let check =
-            |image: &ImageRef, rule| check_layer(&layer, &payload, &digest, image, &req(rule));
+        let budget = crate::budget::Budget::default_for_one_decision();
+        let check = |image: &ImageRef, rule| {
+            check_layer(&layer, &payload, &digest, image, &req(rule), &budget)
+        };
         let repo = IdentityMatch::Repository;
         assert!(check(&saved_as("reg.example/team/app:v1"), repo).is_ok());
         // The directory name no longer counts; the saved repository does.

@@ -200,10 +200,29 @@ impl Bundle {
 
     /// Signs the bundle with `keys` into a DSSE envelope (JSON bytes).
     pub fn sign(&self, keys: &[&SigningKey]) -> Result<Vec<u8>, TrustError> {
+        let limit = crate::budget::DEFAULT_MAX_ENVELOPE_SIGNATURES;
+        if keys.len() > limit {
+            // Nodes refuse an envelope with more signatures than this.
+            return Err(TrustError::Malformed(format!(
+                "{} signing keys: a bundle carries at most {limit} signatures",
+                keys.len()
+            )));
+        }
         let body = serde_json::to_vec(self).map_err(|e| TrustError::Malformed(e.to_string()))?;
         let envelope = dsse::sign_all(PAYLOAD_TYPE, &body, keys)?;
         serde_json::to_vec(&envelope).map_err(|e| TrustError::Malformed(e.to_string()))
     }
+}
+
+/// The work one bundle's signatures may cost: at most
+/// [`crate::budget::DEFAULT_MAX_ENVELOPE_SIGNATURES`] signatures, and
+/// hashing worth 128 bundles of the largest size (Ed25519 hashes the
+/// message once per signature tried).
+fn bundle_budget() -> crate::budget::Budget {
+    crate::budget::Budget::new(
+        128 * MAX_BUNDLE_BYTES,
+        crate::budget::DEFAULT_MAX_ENVELOPE_SIGNATURES,
+    )
 }
 
 /// Verifies `envelope` against `trusted` (and its own signers) without
@@ -216,11 +235,14 @@ pub fn verify_signatures(envelope: &[u8], trusted: &Signers) -> Result<Bundle, T
     }
     let env = Envelope::parse(envelope).map_err(|e| TrustError::Malformed(e.to_string()))?;
     let trusted_keys = trusted.parse()?;
-    let (body, by_trusted) = env
-        .verified_signers(PAYLOAD_TYPE, &trusted_keys)
-        .map_err(|e| TrustError::Malformed(e.to_string()))?;
+    // One PAE, hashed once, for both signer sets; a bounded number of
+    // signatures and tries whatever the envelope holds.
+    let budget = bundle_budget();
+    let malformed = |e: dsse::DsseError| TrustError::Malformed(e.to_string());
+    let opened = env.open(PAYLOAD_TYPE, &budget).map_err(malformed)?;
+    let by_trusted = opened.signers(&trusted_keys, &budget).map_err(malformed)?;
     let bundle: Bundle =
-        serde_json::from_slice(&body).map_err(|e| TrustError::Malformed(e.to_string()))?;
+        serde_json::from_slice(opened.body()).map_err(|e| TrustError::Malformed(e.to_string()))?;
     if by_trusted.len() < trusted.threshold {
         return Err(TrustError::Threshold {
             version: bundle.version,
@@ -232,9 +254,7 @@ pub fn verify_signatures(envelope: &[u8], trusted: &Signers) -> Result<Bundle, T
     // The new signers must also vouch for it: a rotation is signed by both
     // the old threshold and the new one.
     let own = bundle.signers.parse()?;
-    let (_, by_own) = env
-        .verified_signers(PAYLOAD_TYPE, &own)
-        .map_err(|e| TrustError::Malformed(e.to_string()))?;
+    let by_own = opened.signers(&own, &budget).map_err(malformed)?;
     if by_own.len() < bundle.signers.threshold {
         return Err(TrustError::Threshold {
             version: bundle.version,
@@ -368,11 +388,12 @@ impl Accepted {
         let bytes = std::fs::read(&path).map_err(self.io(&path))?;
         let env = Envelope::parse(&bytes).map_err(|e| TrustError::Malformed(e.to_string()))?;
         let keys = state.signers.parse()?;
-        let (body, signers) = env
-            .verified_signers(PAYLOAD_TYPE, &keys)
+        let budget = bundle_budget();
+        let malformed = |e: dsse::DsseError| TrustError::Malformed(e.to_string());
+        let opened = env.open(PAYLOAD_TYPE, &budget).map_err(malformed)?;
+        let signers = opened.signers(&keys, &budget).map_err(malformed)?;
+        let bundle: Bundle = serde_json::from_slice(opened.body())
             .map_err(|e| TrustError::Malformed(e.to_string()))?;
-        let bundle: Bundle =
-            serde_json::from_slice(&body).map_err(|e| TrustError::Malformed(e.to_string()))?;
         if signers.len() < state.signers.threshold || bundle.version != state.version {
             return Err(TrustError::Malformed(format!(
                 "{}: does not match the accepted trust state (corrupted or replaced)",

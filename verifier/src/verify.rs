@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::artifact::manifest::{Descriptor, ImageManifest};
 use crate::artifact::simple_signing;
+use crate::budget::Budget;
 use crate::digest::Digest;
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::{ManifestRef, RegistryError, Repository};
@@ -269,6 +270,11 @@ pub enum Rejection {
         /// The skew allowed, in seconds.
         skew: u64,
     },
+    /// The decision's work budget ran out before this layer was checked.
+    OverBudget {
+        /// Which limit, and how much.
+        detail: String,
+    },
     /// A required annotation is missing or different.
     AnnotationMismatch {
         /// The annotation key.
@@ -278,6 +284,12 @@ pub enum Rejection {
         /// The value found, if any.
         found: Option<String>,
     },
+}
+
+impl From<crate::budget::OverBudget> for Rejection {
+    fn from(e: crate::budget::OverBudget) -> Rejection {
+        Rejection::OverBudget { detail: e.0 }
+    }
 }
 
 impl fmt::Display for Rejection {
@@ -319,6 +331,7 @@ impl fmt::Display for Rejection {
                 write!(f, "signature is for {signed:?}, expected {expected:?}")
             }
             Rejection::CertificateRejected { detail } => f.write_str(detail),
+            Rejection::OverBudget { detail } => write!(f, "not checked: {detail}"),
             Rejection::FutureTimestamp {
                 signed_at,
                 now,
@@ -415,8 +428,9 @@ pub async fn verify_image(
     repo: &Repository,
     image: &ImageRef,
     req: &Requirements,
+    budget: &Budget,
 ) -> Result<Report, RegistryError> {
-    let mut reports = verify_image_for(repo, image, std::slice::from_ref(req)).await?;
+    let mut reports = verify_image_for(repo, image, std::slice::from_ref(req), budget).await?;
     Ok(reports.remove(0))
 }
 
@@ -424,11 +438,12 @@ pub async fn verify_image(
 /// fetching the shared evidence once: the tag is resolved once, the `.sig`
 /// manifest read once and each payload fetched once, however many sets of
 /// requirements (a policy's authorities) check them. `reqs` must not be
-/// empty.
+/// empty. Every check is charged to `budget` (one decision's).
 pub async fn verify_image_for(
     repo: &Repository,
     image: &ImageRef,
     reqs: &[Requirements],
+    budget: &Budget,
 ) -> Result<Vec<Report>, RegistryError> {
     let digest = repo.resolve(image).await?;
     let tag = digest.cosign_tag("sig");
@@ -444,12 +459,21 @@ pub async fn verify_image_for(
             referrers_rejected: Vec::new(),
             problem: None,
         };
-        check_legacy(&legacy, image, &digest, &tag, repo, req, &mut report);
+        check_legacy(
+            &legacy,
+            image,
+            &digest,
+            &tag,
+            repo,
+            req,
+            budget,
+            &mut report,
+        );
         // Any valid signature is enough, so referrers (cosign 3's bundles)
         // are read only when the legacy tag gave none: no extra requests
         // for images signed the legacy way.
         if report.verified.is_empty() {
-            verify_referrers(repo, &digest, req, &mut report).await?;
+            verify_referrers(repo, &digest, req, budget, &mut report).await?;
             let any_referrers =
                 !report.verified.is_empty() || !report.referrers_rejected.is_empty();
             if any_referrers && matches!(legacy, LegacyEvidence::Absent) {
@@ -466,12 +490,14 @@ async fn verify_referrers(
     repo: &Repository,
     digest: &Digest,
     req: &Requirements,
+    budget: &Budget,
     report: &mut Report,
 ) -> Result<(), RegistryError> {
     let trust = crate::referrers::Trust {
         keys: &req.keys,
         certificates: req.certificates.as_ref().map(|c| (c, req.now)),
         annotations: &req.annotations,
+        budget,
     };
     let (found, rejected) = crate::referrers::verify(
         repo,
@@ -564,6 +590,7 @@ async fn fetch_legacy(
 
 /// Checks the fetched `.sig` layers against `req`: every layer ends in
 /// `report.verified` or `report.rejected`.
+#[allow(clippy::too_many_arguments)]
 fn check_legacy(
     legacy: &LegacyEvidence,
     image: &ImageRef,
@@ -571,6 +598,7 @@ fn check_legacy(
     tag: &str,
     repo: &Repository,
     req: &Requirements,
+    budget: &Budget,
     report: &mut Report,
 ) {
     let layers = match legacy {
@@ -589,7 +617,7 @@ fn check_legacy(
     };
     for (index, (layer, payload)) in layers.iter().enumerate() {
         let outcome = match payload {
-            Ok(payload) => check_layer(layer, payload, digest, image, req),
+            Ok(payload) => check_layer(layer, payload, digest, image, req, budget),
             Err(reason) => Err(reason.clone()),
         };
         match outcome {
@@ -697,14 +725,17 @@ fn expected_payloads(
     out
 }
 
-/// Decides one layer, given its payload bytes (already checked against the
-/// layer digest). Pure: no I/O, no clock.
+/// Decides one layer, given its payload bytes (checked here against the
+/// layer digest). Pure: no I/O; the clock only through `budget`'s
+/// deadline. The payload is hashed once: its SHA-256 is both the layer
+/// digest and, for P-256 keys, what the signature covers.
 pub fn check_layer(
     layer: &Descriptor,
     payload: &[u8],
     image_digest: &Digest,
     image: &ImageRef,
     req: &Requirements,
+    budget: &Budget,
 ) -> Result<VerifiedSignature, Rejection> {
     if payload.len() as u64 != layer.size {
         return Err(Rejection::PayloadSizeMismatch);
@@ -712,7 +743,9 @@ pub fn check_layer(
     let Ok(payload_digest) = layer.digest() else {
         return Err(Rejection::BadDescriptor);
     };
-    if !payload_digest.matches(payload) {
+    budget.spend(payload.len() as u64)?;
+    let message = marque_keys::Message::new(payload);
+    if Digest::from_sha256(message.sha256()) != payload_digest {
         return Err(Rejection::PayloadDigestMismatch);
     }
     let encoded = layer
@@ -723,15 +756,19 @@ pub fn check_layer(
         .decode(encoded.trim())
         .map_err(|_| Rejection::BadSignatureEncoding)?;
     // The signature is checked before the payload is parsed at all.
-    let (key_id, certificate_serial) = match req
-        .keys
-        .iter()
-        .find(|k| k.verify(payload, &signature).is_ok())
-    {
+    let mut signer = None;
+    for k in req.keys.iter().filter(|k| k.could_have_made(&signature)) {
+        budget.spend(message.cost(k) + crate::budget::PER_SIGNATURE)?;
+        if k.verify_message(&message, &signature).is_ok() {
+            signer = Some(k);
+            break;
+        }
+    }
+    let (key_id, certificate_serial) = match signer {
         Some(k) => (k.key_id().to_string(), None),
         None => match &req.certificates {
             Some(c) => {
-                let accepted = check_certificate(layer, payload, &signature, c, req.now)?;
+                let accepted = check_certificate(layer, &message, &signature, c, req.now, budget)?;
                 (accepted.identity, Some(accepted.serial))
             }
             None => return Err(Rejection::NoTrustedKey),
@@ -790,11 +827,36 @@ pub fn check_layer(
 /// the signature.
 pub(crate) fn check_certificate(
     layer: &Descriptor,
-    payload: &[u8],
+    message: &marque_keys::Message<'_>,
     signature: &[u8],
     req: &CertificateRequirements,
     now: std::time::SystemTime,
+    budget: &Budget,
 ) -> Result<AcceptedCertificate, Rejection> {
+    let reject = |detail: String| Rejection::CertificateRejected { detail };
+    let (cert, accepted) = layer_certificate(layer, req, now, budget)?;
+    budget.spend(message.cost(cert.public_key()) + crate::budget::PER_SIGNATURE)?;
+    cert.public_key()
+        .verify_message(message, signature)
+        .map_err(|_| reject("the signature was not made with the certificate's key".to_owned()))?;
+    Ok(accepted)
+}
+
+/// The signer certificate a layer carries (annotation), accepted: it
+/// chains to a trusted root through its chain annotation and the given
+/// intermediates, is valid at `now`, and names an accepted identity.
+pub(crate) fn layer_certificate(
+    layer: &Descriptor,
+    req: &CertificateRequirements,
+    now: std::time::SystemTime,
+    budget: &Budget,
+) -> Result<
+    (
+        marque_keys::certificate::SignerCertificate,
+        AcceptedCertificate,
+    ),
+    Rejection,
+> {
     use marque_keys::certificate::{SignerCertificate, certificates_from_pem};
     let reject = |detail: String| Rejection::CertificateRejected { detail };
     let pem = layer
@@ -811,11 +873,9 @@ pub(crate) fn check_certificate(
         intermediates
             .extend(certificates_from_pem(chain.as_bytes()).map_err(|e| reject(e.to_string()))?);
     }
+    budget.spend(crate::budget::PER_CHAIN)?;
     let accepted = req.accept(&cert, intermediates, now).map_err(reject)?;
-    cert.public_key()
-        .verify(payload, signature)
-        .map_err(|_| reject("the signature was not made with the certificate's key".to_owned()))?;
-    Ok(accepted)
+    Ok((cert, accepted))
 }
 
 fn check_identity(signed: &str, image: &ImageRef, rule: IdentityMatch) -> Result<(), Rejection> {
@@ -882,6 +942,23 @@ mod tests {
     struct Case {
         key: SigningKey,
         digest: Digest,
+    }
+
+    fn check_layer(
+        layer: &Descriptor,
+        payload: &[u8],
+        image_digest: &Digest,
+        image: &ImageRef,
+        req: &Requirements,
+    ) -> Result<VerifiedSignature, Rejection> {
+        super::check_layer(
+            layer,
+            payload,
+            image_digest,
+            image,
+            req,
+            &Budget::default_for_one_decision(),
+        )
     }
 
     fn case() -> Case {

@@ -498,7 +498,12 @@ pub(super) fn trust_signers(args: crate::args::CaTrustSignersArgs) -> anyhow::Re
 pub(super) fn node_trust(args: crate::args::NodeTrustArgs) -> anyhow::Result<Status> {
     let dir = NodeDir::new(&args.state);
     let accepted = marque_verifier::trust::Accepted::new(&dir.trust_dir());
-    let bytes = super::read_file(&args.bundle, "trust bundle")?;
+    // As large as a node accepts from the CA or a registry.
+    let bytes = super::read_file_at_most(
+        &args.bundle,
+        "trust bundle",
+        marque_verifier::trust::MAX_BUNDLE_BYTES,
+    )?;
     let now = super::unix_now();
     match accepted.accept(&bytes, now) {
         Ok(Some(b)) => {

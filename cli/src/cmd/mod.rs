@@ -95,12 +95,17 @@ fn read_public_keys(paths: &[std::path::PathBuf], what: &str) -> anyhow::Result<
 
 fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     // Key files are small; refuse anything absurd rather than read it all.
+    read_file_at_most(path, what, 1 << 20)
+}
+
+fn read_file_at_most(path: &Path, what: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    if meta.len() > 1 << 20 {
+    if meta.len() > limit {
         anyhow::bail!(
-            "{what} {} is larger than 1 MiB; is it the right file?",
-            path.display()
+            "{what} {} is larger than {} MiB; is it the right file?",
+            path.display(),
+            limit >> 20
         );
     }
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))

@@ -86,6 +86,7 @@ pub(super) async fn verify(
                         image,
                         client.limits(),
                         now,
+                        &marque_verifier::budget::Budget::default_for_one_decision(),
                     )
                     .await
                     .map_err(|e| e.to_string());
@@ -206,6 +207,7 @@ pub(super) async fn explain(args: crate::args::PolicyExplainArgs) -> anyhow::Res
         &image,
         client.limits(),
         std::time::SystemTime::now(),
+        &marque_verifier::budget::Budget::default_for_one_decision(),
     )
     .await?;
     println!("image:  {}", d.image);

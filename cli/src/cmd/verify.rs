@@ -103,7 +103,13 @@ pub(super) async fn run(args: VerifyArgs) -> anyhow::Result<Status> {
             let (client, req, bar) = (&client, &req, &bar);
             async move {
                 let repo = client.repository(image);
-                let r = marque_verifier::verify::verify_image(&repo, image, req).await;
+                let r = marque_verifier::verify::verify_image(
+                    &repo,
+                    image,
+                    req,
+                    &marque_verifier::budget::Budget::default_for_one_decision(),
+                )
+                .await;
                 bar.inc(1);
                 match r {
                     Ok(report) => {

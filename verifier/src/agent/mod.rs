@@ -373,9 +373,20 @@ impl Enforcer {
             return v;
         }
         let repo = self.client.repository(image);
+        // The timeout stops the decision at an await (registry I/O); the
+        // budget's deadline stops the signature checks between awaits.
+        let budget = crate::budget::Budget::default_for_one_decision()
+            .with_timeout(self.settings.decision_timeout);
         let evaluated = tokio::time::timeout(
             self.settings.decision_timeout,
-            crate::policy::evaluate(&in_force.policy, &repo, image, self.client.limits(), now),
+            crate::policy::evaluate(
+                &in_force.policy,
+                &repo,
+                image,
+                self.client.limits(),
+                now,
+                &budget,
+            ),
         )
         .await;
         let failure = match evaluated {
@@ -391,7 +402,10 @@ impl Enforcer {
                     cached: false,
                     inconclusive: false,
                 };
-                if let Some(digest) = d.digest {
+                // A decision the budget cut short is not kept: the next
+                // request decides again (the deadline may have been the
+                // registry's slowness, not the evidence).
+                if let (Some(digest), None) = (d.digest, budget.exhausted()) {
                     self.cache_put(
                         CacheKey {
                             version,

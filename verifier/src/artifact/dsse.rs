@@ -2,14 +2,17 @@
 //! Pre-Authentication Encoding, which is what is actually signed.
 //!
 //! [`sign`] produces an envelope; [`Envelope::parse`] reads one and
-//! [`Envelope::verify`] checks its signatures over the PAE of the decoded
-//! payload. The verified payload bytes are returned from `verify`, so a
-//! caller never re-decodes the envelope after checking it.
+//! [`Envelope::open`] checks its payload type and signature count and
+//! builds the PAE once; [`Opened`] then checks signatures against keys,
+//! each try charged to the decision's [`Budget`], and hands out the payload
+//! bytes it checked, so a caller never re-decodes the envelope.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use marque_keys::{PublicKey, SigningKey};
+use marque_keys::{Message, PublicKey, SigningKey};
 use serde::{Deserialize, Serialize};
+
+use crate::budget::Budget;
 
 /// Media type of a DSSE envelope layer.
 pub const MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
@@ -59,6 +62,17 @@ pub enum DsseError {
     /// No signature verifies with a trusted key.
     #[error("no envelope signature verifies with any given key")]
     NoTrustedKey,
+    /// More signatures than one envelope may carry.
+    #[error("the envelope carries {found} signatures, more than the {limit} accepted")]
+    TooManySignatures {
+        /// Signatures in the envelope.
+        found: usize,
+        /// The most accepted.
+        limit: usize,
+    },
+    /// The decision's work budget ran out while checking it.
+    #[error("{0}")]
+    OverBudget(#[from] crate::budget::OverBudget),
 }
 
 /// `PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`.
@@ -129,39 +143,19 @@ impl Envelope {
         serde_json::from_slice(bytes).map_err(|e| DsseError::Malformed(e.to_string()))
     }
 
-    /// Checks the payload type, then that some signature verifies over the
-    /// PAE with one of `keys`. Returns the verified payload bytes and the
-    /// index of the key that verified.
-    pub fn verify(
-        &self,
-        expected_type: &str,
-        keys: &[PublicKey],
-    ) -> Result<(Vec<u8>, usize), DsseError> {
-        self.verify_with(expected_type, |message, sig| {
-            keys.iter().position(|k| k.verify(message, sig).is_ok())
-        })
-    }
-
-    /// Checks the payload type, then every signature against `keys`.
-    /// Returns the payload and the indexes of the distinct keys that made a
-    /// valid signature (a key that signed twice counts once).
-    pub fn verified_signers(
-        &self,
-        expected_type: &str,
-        keys: &[PublicKey],
-    ) -> Result<(Vec<u8>, std::collections::BTreeSet<usize>), DsseError> {
-        let (body, message) = self.signed_message(expected_type)?;
-        let mut signers = std::collections::BTreeSet::new();
-        for s in &self.signatures {
-            let Some(sig) = decode(&s.sig) else { continue };
-            signers.extend(keys.iter().position(|k| k.verify(&message, &sig).is_ok()));
+    /// Checks the payload type and the number of signatures (at most
+    /// `budget.max_envelope_signatures()`, or the whole envelope is
+    /// refused), decodes the payload and builds the PAE once. The result
+    /// checks signatures against keys, hashing the PAE at most once for
+    /// ECDSA, and charging `budget` for every try.
+    pub fn open(&self, expected_type: &str, budget: &Budget) -> Result<Opened, DsseError> {
+        let limit = budget.max_envelope_signatures();
+        if self.signatures.len() > limit {
+            return Err(DsseError::TooManySignatures {
+                found: self.signatures.len(),
+                limit,
+            });
         }
-        Ok((body, signers))
-    }
-
-    /// The payload and the PAE its signatures cover, once the payload type
-    /// is the expected one.
-    fn signed_message(&self, expected_type: &str) -> Result<(Vec<u8>, Vec<u8>), DsseError> {
         if self.payload_type != expected_type {
             return Err(DsseError::PayloadType {
                 found: self.payload_type.clone(),
@@ -169,27 +163,101 @@ impl Envelope {
             });
         }
         let body = decode(&self.payload).ok_or(DsseError::PayloadEncoding)?;
-        let message = pae(&self.payload_type, &body);
-        Ok((body, message))
-    }
-
-    /// Checks the payload type, then offers each signature, with the PAE it
-    /// must cover, to `check` (which verifies it, e.g. with a certificate's
-    /// key). Returns the verified payload bytes and what `check` returned
-    /// for the first signature it accepted.
-    pub fn verify_with<T>(
-        &self,
-        expected_type: &str,
-        mut check: impl FnMut(&[u8], &[u8]) -> Option<T>,
-    ) -> Result<(Vec<u8>, T), DsseError> {
-        let (body, message) = self.signed_message(expected_type)?;
+        let message = Message::new(pae(&self.payload_type, &body));
+        let mut signatures: Vec<(String, Vec<u8>)> = Vec::with_capacity(self.signatures.len());
         for s in &self.signatures {
-            let Some(sig) = decode(&s.sig) else { continue };
-            if let Some(found) = check(&message, &sig) {
-                return Ok((body, found));
+            // An undecodable signature verifies with nothing; the same
+            // signature twice is checked once.
+            if let Some(sig) = decode(&s.sig)
+                && !signatures.iter().any(|(_, seen)| *seen == sig)
+            {
+                signatures.push((s.keyid.clone(), sig));
             }
         }
-        Err(DsseError::NoTrustedKey)
+        Ok(Opened {
+            body,
+            message,
+            signatures,
+        })
+    }
+}
+
+/// An envelope whose payload type and size checks passed, ready to have
+/// its signatures checked.
+#[derive(Debug)]
+pub struct Opened {
+    body: Vec<u8>,
+    message: Message<'static>,
+    signatures: Vec<(String, Vec<u8>)>,
+}
+
+impl Opened {
+    /// The payload (not yet authenticated: check a signer first).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The payload, taken.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The indexes of the distinct keys in `keys` that made a valid
+    /// signature (a key that signed twice counts once).
+    pub fn signers(
+        &self,
+        keys: &[PublicKey],
+        budget: &Budget,
+    ) -> Result<std::collections::BTreeSet<usize>, DsseError> {
+        let mut found = std::collections::BTreeSet::new();
+        for (hint, sig) in &self.signatures {
+            for k in self.candidates(hint, sig, keys) {
+                if !found.contains(&k) && self.verifies(&keys[k], sig, budget)? {
+                    found.insert(k);
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The index of the first key in `keys` that made a valid signature.
+    pub fn first_signer(
+        &self,
+        keys: &[PublicKey],
+        budget: &Budget,
+    ) -> Result<Option<usize>, DsseError> {
+        for (hint, sig) in &self.signatures {
+            for k in self.candidates(hint, sig, keys) {
+                if self.verifies(&keys[k], sig, budget)? {
+                    return Ok(Some(k));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The keys worth trying for one signature: the key its `keyid` names,
+    /// when that is one of `keys` (an unauthenticated hint, used only to
+    /// try fewer keys), else every key whose algorithm makes signatures of
+    /// this shape. Nothing is hashed for a signature no key could make.
+    fn candidates<'a>(
+        &self,
+        hint: &str,
+        sig: &'a [u8],
+        keys: &'a [PublicKey],
+    ) -> impl Iterator<Item = usize> + 'a {
+        let named = (!hint.is_empty())
+            .then(|| keys.iter().position(|k| k.key_id().as_str() == hint))
+            .flatten();
+        (0..keys.len())
+            .filter(move |&i| named.is_none_or(|n| n == i))
+            .filter(move |&i| keys[i].could_have_made(sig))
+    }
+
+    fn verifies(&self, key: &PublicKey, sig: &[u8], budget: &Budget) -> Result<bool, DsseError> {
+        budget.spend(self.message.cost(key) + crate::budget::PER_SIGNATURE)?;
+        Ok(key.verify_message(&self.message, sig).is_ok())
     }
 }
 
@@ -206,6 +274,15 @@ mod tests {
         );
     }
 
+    fn verify(env: &Envelope, t: &str, keys: &[PublicKey]) -> Result<(Vec<u8>, usize), DsseError> {
+        let budget = Budget::default_for_one_decision();
+        let opened = env.open(t, &budget)?;
+        match opened.first_signer(keys, &budget)? {
+            Some(k) => Ok((opened.into_body(), k)),
+            None => Err(DsseError::NoTrustedKey),
+        }
+    }
+
     #[test]
     fn sign_verify_and_refusals() {
         let key = SigningKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
@@ -214,32 +291,105 @@ mod tests {
         let env = Envelope::parse(&bytes).unwrap();
         let keys = [other.public_key().clone(), key.public_key().clone()];
         assert_eq!(
-            env.verify(IN_TOTO_PAYLOAD_TYPE, &keys).unwrap(),
+            verify(&env, IN_TOTO_PAYLOAD_TYPE, &keys).unwrap(),
             (b"{}".to_vec(), 1)
         );
         assert_eq!(
-            env.verify(IN_TOTO_PAYLOAD_TYPE, &keys[..1]),
+            verify(&env, IN_TOTO_PAYLOAD_TYPE, &keys[..1]),
             Err(DsseError::NoTrustedKey)
         );
         assert!(matches!(
-            env.verify("text/plain", &keys),
+            verify(&env, "text/plain", &keys),
             Err(DsseError::PayloadType { .. })
         ));
         // The payload type is inside the signature: relabelling breaks it.
         let mut relabelled = env.clone();
         relabelled.payload_type = "application/vnd.in-toto.x+json".to_owned();
         assert_eq!(
-            relabelled.verify("application/vnd.in-toto.x+json", &keys),
+            verify(&relabelled, "application/vnd.in-toto.x+json", &keys),
             Err(DsseError::NoTrustedKey)
         );
         // URL-safe base64 is accepted too.
         let mut url = env.clone();
         url.payload = URL_SAFE.encode(b"{}");
         url.signatures[0].sig = URL_SAFE.encode(STANDARD.decode(&env.signatures[0].sig).unwrap());
-        assert!(url.verify(IN_TOTO_PAYLOAD_TYPE, &keys).is_ok());
+        assert!(verify(&url, IN_TOTO_PAYLOAD_TYPE, &keys).is_ok());
         assert!(matches!(
             Envelope::parse(b"[]"),
             Err(DsseError::Malformed(_))
         ));
+    }
+
+    /// The shape of the defect: many signatures over a large payload.
+    /// Refused outright past the cap; under it, junk costs no hashing and
+    /// well-formed fakes cost one hash in all (ECDSA), not one per
+    /// signature and key.
+    #[test]
+    fn many_signatures_cost_one_hash() {
+        let key = SigningKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        let keys: Vec<PublicKey> = (0..4)
+            .map(|_| {
+                SigningKey::generate(Algorithm::EcdsaP256Sha256)
+                    .unwrap()
+                    .public_key()
+                    .clone()
+            })
+            .chain([key.public_key().clone()])
+            .collect();
+        let body = vec![b'x'; 4 << 20];
+        let good = sign_all(IN_TOTO_PAYLOAD_TYPE, &body, &[&key]).unwrap();
+        let mut env = good.clone();
+        let fake = STANDARD.encode(other_signature(&key));
+        env.signatures = (0..2001)
+            .map(|i| EnvelopeSignature {
+                keyid: String::new(),
+                sig: if i % 2 == 0 {
+                    "AA==".into()
+                } else {
+                    fake.clone()
+                },
+            })
+            .collect();
+        let budget = Budget::default_for_one_decision();
+        assert_eq!(
+            env.open(IN_TOTO_PAYLOAD_TYPE, &budget).unwrap_err(),
+            DsseError::TooManySignatures {
+                found: 2001,
+                limit: 16
+            }
+        );
+        // 15 distinct well-formed fakes and junk, then the real one, last.
+        env.signatures.clear();
+        for i in 0..15u8 {
+            let mut sig = other_signature(&key);
+            let n = sig.len();
+            sig[n - 1] ^= i + 1;
+            env.signatures.push(EnvelopeSignature {
+                keyid: String::new(),
+                sig: STANDARD.encode(sig),
+            });
+        }
+        env.signatures.push(good.signatures[0].clone());
+        let opened = env.open(IN_TOTO_PAYLOAD_TYPE, &budget).unwrap();
+        assert_eq!(opened.first_signer(&keys, &budget).unwrap(), Some(4));
+        let pae_len = (body.len() + 64) as u64;
+        let tries = 15 * 5 + 1;
+        assert!(
+            budget.spent() < pae_len + 64 + tries * crate::budget::PER_SIGNATURE,
+            "spent {} for a {pae_len}-byte message",
+            budget.spent()
+        );
+        // A budget that cannot pay for the hash refuses, and stays refused.
+        let small = Budget::new(1 << 20, 16);
+        let opened = env.open(IN_TOTO_PAYLOAD_TYPE, &small).unwrap();
+        assert!(matches!(
+            opened.signers(&keys, &small),
+            Err(DsseError::OverBudget(_))
+        ));
+        assert!(small.exhausted().is_some());
+    }
+
+    fn other_signature(key: &SigningKey) -> Vec<u8> {
+        key.sign(b"something else").unwrap()
     }
 }
