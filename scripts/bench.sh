@@ -13,6 +13,7 @@
 #                                    # (target/profiling/marque)
 #   scripts/bench.sh ca              # benches/ca.rs: cluster CA joins and renewals
 #   scripts/bench.sh agent           # benches/agent.rs: the node agent's proxy
+#   scripts/bench.sh envelope        # benches/envelope.rs: DSSE envelopes with many signatures
 #                                    # (256 MiB blob throughput, warm and cold
 #                                    # decisions against marque verify)
 #   scripts/bench.sh all             # compare, policy, ca, agent
@@ -29,9 +30,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 what="${1:-compare}"
 case "$what" in
-    compare | policy | policy-profile | ca | agent | all) ;;
+    compare | policy | policy-profile | ca | agent | envelope | all) ;;
     *)
-        echo "usage: $0 [compare|policy|policy-profile|ca|agent|all]" >&2
+        echo "usage: $0 [compare|policy|policy-profile|ca|agent|envelope|all]" >&2
         exit 2
         ;;
 esac
@@ -57,10 +58,12 @@ case "$what" in
     policy) registry_tmpfs && cargo bench -q --bench policy ;;
     ca) ca ;;
     agent) registry_tmpfs && cargo bench -q --bench agent ;;
+    envelope) cargo bench -q --bench envelope ;;
     all)
         ca
         registry_tmpfs
         cargo bench -q --bench agent
+        cargo bench -q --bench envelope
         cargo bench -q --bench compare
         cargo bench -q --bench policy
         ;;

@@ -982,7 +982,6 @@ fn trust_bundles_signed_versioned_and_for_one_segment() {
 
 #[test]
 fn containerd_verifier_contract() {
-    use std::io::Write as _;
     let Some(reg) = registry() else { return };
     let addr = reg.addr();
     let dir = tempfile::tempdir().unwrap();
@@ -1017,40 +1016,14 @@ fn containerd_verifier_contract() {
     };
     // Exactly as containerd runs it: single-dash flags, descriptor on stdin.
     let verify = |state: &Path, repo: &str, digest: &str, stdin_digest: &str| -> Out {
-        let mut child = Command::new(marque_bin())
-            .args(["node", "verify-image", "--state", state.to_str().unwrap()])
-            .args([
-                "-name",
-                &format!("{addr}/{ns}/{repo}:v1"),
-                "-digest",
-                digest,
-            ])
-            .args([
-                "-stdin-media-type",
-                "application/vnd.oci.descriptor.v1+json",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let descriptor = format!(
-            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{stdin_digest}","size":1}}"#
+        let (out, took) = node_verify_image(
+            state,
+            &format!("{addr}/{ns}/{repo}:v1"),
+            digest,
+            stdin_digest,
         );
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(descriptor.as_bytes())
-            .unwrap();
-        let start = std::time::Instant::now();
-        let out = child.wait_with_output().unwrap();
-        assert!(start.elapsed() < std::time::Duration::from_secs(10));
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        assert!(took < std::time::Duration::from_secs(10));
+        out
     };
     // No bundle yet: every pull is denied (fails closed).
     let out = verify(&node, "signed", &signed, &signed);

@@ -303,3 +303,45 @@ pub fn publish_and_accept(policy: &Path, version: &str, key: &Path, out: &Path, 
     )
     .expect_code(0);
 }
+
+/// `marque node verify-image` as containerd runs it (single-dash flags, the
+/// descriptor of `stdin_digest` on stdin): its output and how long it took.
+pub fn node_verify_image(
+    state: &Path,
+    name: &str,
+    digest: &str,
+    stdin_digest: &str,
+) -> (Out, std::time::Duration) {
+    use std::io::Write as _;
+    let start = std::time::Instant::now();
+    let mut child = Command::new(marque_bin())
+        .args(["node", "verify-image", "--state", state.to_str().unwrap()])
+        .args(["-name", name, "-digest", digest])
+        .args([
+            "-stdin-media-type",
+            "application/vnd.oci.descriptor.v1+json",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let descriptor = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{stdin_digest}","size":1}}"#
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(descriptor.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        },
+        start.elapsed(),
+    )
+}

@@ -423,7 +423,7 @@ authority = "builder"
     let out = marque(&["policy", "check", bad.to_str().unwrap()], &[]);
     out.expect_code(1);
     assert!(
-        out.stderr.contains("no authority named \"nobody\""),
+        out.stderr.contains("no usable authority named \"nobody\""),
         "{}",
         out.stderr
     );

@@ -305,11 +305,7 @@ pub fn check_envelope(
                 let (cert, accepted) =
                     crate::verify::layer_certificate(layer, certs, req.now, budget)
                         .map_err(|r| r.to_string())?;
-                opened
-                    .first_signer(std::slice::from_ref(cert.public_key()), budget)
-                    .map_err(|e| e.to_string())?
-                    .ok_or("the signature was not made with the certificate's key")?;
-                (accepted.identity, Some(accepted.serial))
+                opened.certified_signer(&cert, accepted, budget)?
             }
             _ => return Err(dsse::DsseError::NoTrustedKey.to_string()),
         },

@@ -392,11 +392,7 @@ pub fn check_bundle(
                     .spend(crate::budget::PER_CHAIN)
                     .map_err(|e| e.to_string())?;
                 let accepted = req.accept(&cert, Vec::new(), now)?;
-                opened
-                    .first_signer(std::slice::from_ref(cert.public_key()), budget)
-                    .map_err(|e| e.to_string())?
-                    .ok_or("the signature was not made with the certificate's key")?;
-                (accepted.identity, Some(accepted.serial))
+                opened.certified_signer(&cert, accepted, budget)?
             }
             _ => return Err(dsse::DsseError::NoTrustedKey.to_string()),
         },

@@ -237,6 +237,21 @@ impl Opened {
         Ok(None)
     }
 
+    /// The signer a certificate names, once the certificate was accepted:
+    /// some signature must be by its key.
+    pub fn certified_signer(
+        &self,
+        cert: &marque_keys::certificate::SignerCertificate,
+        accepted: crate::verify::AcceptedCertificate,
+        budget: &Budget,
+    ) -> Result<(String, Option<String>), String> {
+        match self.first_signer(std::slice::from_ref(cert.public_key()), budget) {
+            Ok(Some(_)) => Ok((accepted.identity, Some(accepted.serial))),
+            Ok(None) => Err("the signature was not made with the certificate's key".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The keys worth trying for one signature: the key its `keyid` names,
     /// when that is one of `keys` (an unauthenticated hint, used only to
     /// try fewer keys), else every key whose algorithm makes signatures of
