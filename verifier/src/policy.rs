@@ -1834,4 +1834,102 @@ mod tests {
         }
         Ok(true)
     }
+
+    /// A copy of the sample image layout, signed once by each of `signers`
+    /// (in order), and the image.
+    async fn signed_layout(
+        dir: &Path,
+        signers: &[&marque_keys::SigningKey],
+    ) -> (crate::registry::Client, ImageRef) {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/sample-image");
+        let to = dir.join("sample-image");
+        let mut stack = vec![(from, to.clone())];
+        while let Some((f, t)) = stack.pop() {
+            std::fs::create_dir_all(&t).unwrap();
+            for e in std::fs::read_dir(&f).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push((e.path(), t.join(e.file_name())));
+                } else {
+                    std::fs::copy(e.path(), t.join(e.file_name())).unwrap();
+                }
+            }
+        }
+        let client =
+            crate::registry::Client::new(crate::registry::ClientOptions::default()).unwrap();
+        let image = ImageRef::parse(&format!("oci:{}", to.display())).unwrap();
+        let repo = client.repository(&image);
+        for key in signers {
+            crate::sign::sign(&repo, &image, key, &Default::default(), None, 100)
+                .await
+                .unwrap();
+        }
+        (client, image)
+    }
+
+    /// The per-decision budget: a decision whose checks exhaust it (work or
+    /// deadline) is refused with the reason, even when a valid signature
+    /// comes later; the same evidence under the default budget is allowed.
+    #[tokio::test]
+    async fn a_decision_over_its_budget_is_refused() {
+        use crate::budget::{Budget, PER_SIGNATURE};
+        let dir = tempfile::tempdir().unwrap();
+        let others: Vec<marque_keys::SigningKey> = (0..6)
+            .map(|_| {
+                marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256).unwrap()
+            })
+            .collect();
+        let trusted =
+            marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256).unwrap();
+        let mut signers: Vec<&marque_keys::SigningKey> = others.iter().collect();
+        signers.push(&trusted);
+        let (client, image) = signed_layout(dir.path(), &signers).await;
+        let pem = trusted.public_key().to_pem();
+        let policy = Policy::parse_with(
+            Path::new("/p/policy.toml"),
+            "version = 1\n[[scope]]\nmatch = [\"oci:sample-image\"]\n[[scope.authority]]\nname = \"release\"\nkeys = [\"release.pub\"]\n",
+            &|_| Ok(pem.clone().into_bytes()),
+        )
+        .unwrap();
+        let repo = client.repository(&image);
+        let now = std::time::SystemTime::now();
+        let decide = |budget: Budget| {
+            let (policy, repo, image, client) = (&policy, &repo, &image, &client);
+            async move {
+                evaluate(policy, repo, image, client.limits(), now, &budget)
+                    .await
+                    .unwrap()
+            }
+        };
+        let d = decide(Budget::default_for_one_decision()).await;
+        assert!(d.allowed && d.satisfied, "{:?}", d.reasons);
+
+        // Three signature checks' worth: the seventh layer is never reached.
+        let d = decide(Budget::new(3 * (PER_SIGNATURE + 1024), 16)).await;
+        assert!(!d.allowed && !d.satisfied, "{:?}", d.reasons);
+        assert!(
+            d.reasons
+                .iter()
+                .any(|r| r.contains("work limit") && r.contains("the image is refused")),
+            "{:?}",
+            d.reasons
+        );
+        assert!(
+            d.authorities[0]
+                .not_counted
+                .iter()
+                .any(|n| n.contains("not checked")),
+            "{:?}",
+            d.authorities[0].not_counted
+        );
+        // A deadline already past: nothing is checked.
+        let d = decide(Budget::default_for_one_decision().with_timeout(std::time::Duration::ZERO))
+            .await;
+        assert!(!d.allowed, "{:?}", d.reasons);
+        assert!(
+            d.reasons.iter().any(|r| r.contains("deadline")),
+            "{:?}",
+            d.reasons
+        );
+    }
 }
