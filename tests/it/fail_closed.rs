@@ -362,3 +362,82 @@ fn a_trust_bundle_with_thousands_of_signatures_is_refused_at_once() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// The per-decision work budget through containerd's verifier: an image
+/// whose `.sig` tag holds 1,000 well-formed signatures (none valid, each
+/// embedded so nothing is fetched) against an authority of 100 keys is
+/// 100,000 signature checks. The budget stops them after about a second;
+/// the pull is refused as undecidable (exit 2), with the reason.
+#[test]
+fn a_decision_past_its_work_budget_is_refused_by_the_node() {
+    let Some(reg) = registry() else { return };
+    let addr = reg.addr();
+    let repo = unique_repo("fc-budget");
+    let digest = support::push_sample_image(&addr, &repo, "v1");
+    let dir = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for i in 0..100 {
+        let key =
+            marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256).unwrap();
+        let name = format!("k{i}.pub");
+        std::fs::write(dir.path().join(&name), key.public_key().to_pem()).unwrap();
+        names.push(format!("\"{name}\""));
+    }
+    let forger =
+        marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256).unwrap();
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{addr}/{repo}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    let config = put_blob(&addr, &repo, b"{}");
+    // The registry wants the blob; marque reads the embedded copy.
+    put_blob(&addr, &repo, payload.as_bytes());
+    let layers: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            let sig = forger
+                .sign(format!("not the payload {i}").as_bytes())
+                .unwrap();
+            serde_json::json!({
+                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                "digest": support::sha256_digest(payload.as_bytes()),
+                "size": payload.len(),
+                "annotations": { "dev.cosignproject.cosign/signature": STANDARD.encode(sig) },
+                "data": STANDARD.encode(&payload),
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2 },
+        "layers": layers,
+    });
+    put_manifest(
+        &addr,
+        &repo,
+        &format!("{}.sig", digest.replacen(':', "-", 1)),
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    let (ops_key, ops_pub) = plain_key(dir.path(), "ops");
+    let node = dir.path().join("node");
+    pin_bundle_signer(&node, &ops_pub, "edge");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[[scope]]\nmatch = [\"{addr}/{repo}\"]\n[[scope.authority]]\nname = \"release\"\nkeys = [{}]\n",
+            names.join(", ")
+        ),
+    )
+    .unwrap();
+    publish_and_accept(&policy, "1", &ops_key, &dir.path().join("b1"), &node);
+    let (out, took) = node_verify_image(&node, &format!("{addr}/{repo}:v1"), &digest, &digest);
+    out.expect_code(2);
+    assert!(
+        out.stdout.starts_with("DENIED")
+            && out.stdout.contains("work limit")
+            && out.stdout.contains("failing closed"),
+        "{}",
+        out.stdout
+    );
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+}

@@ -390,6 +390,10 @@ impl Enforcer {
         )
         .await;
         let failure = match evaluated {
+            // A denial made before all the evidence was checked (the work
+            // budget or the deadline ran out in the signature checks) is
+            // no verdict on the image: handled as a timeout is.
+            Ok(Ok(d)) if !d.allowed && budget.exhausted().is_some() => d.reasons.join("; "),
             Ok(Ok(d)) => {
                 let v = Verdict {
                     image: image.to_string(),
@@ -402,9 +406,9 @@ impl Enforcer {
                     cached: false,
                     inconclusive: false,
                 };
-                // A decision the budget cut short is not kept: the next
-                // request decides again (the deadline may have been the
-                // registry's slowness, not the evidence).
+                // An allowance the budget cut short (audit mode, or a
+                // threshold met before it ran out) is not kept either: the
+                // next request decides again.
                 if let (Some(digest), None) = (d.digest, budget.exhausted()) {
                     self.cache_put(
                         CacheKey {
