@@ -329,6 +329,33 @@ fn a_trust_bundle_with_thousands_of_signatures_is_refused_at_once() {
     .unwrap();
     let good = dir.path().join("good.json");
     publish_and_accept(&policy, "1", &key, &good, &node);
+    // A removed node written so that it matches no node is refused, not
+    // published to leave that node running.
+    let out = marque(
+        &[
+            "trust",
+            "publish",
+            "--segment",
+            "edge",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--bundle-version",
+            "2",
+            "--key",
+            key.to_str().unwrap(),
+            "--revoke-node",
+            "Node-7",
+            "--out",
+            dir.path().join("bad.json").to_str().unwrap(),
+        ],
+        &[],
+    );
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("\"Node-7\" is not a node id"),
+        "{}",
+        out.stderr
+    );
 
     // v2, padded to ~4 MiB with 22,162 zero signatures (took 87 s).
     let mut env: serde_json::Value =

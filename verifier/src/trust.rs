@@ -154,6 +154,13 @@ pub struct Revocations {
     pub nodes: Vec<String>,
 }
 
+/// Whether `id` has the form the CA gives node ids: 26 characters of
+/// `[a-z2-7]`. A removed-node entry of any other form would match no node
+/// and leave the node it meant running, so it is refused instead.
+pub fn is_node_id(id: &str) -> bool {
+    id.len() == 26 && id.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
+}
+
 /// A trust bundle's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,6 +202,11 @@ impl Bundle {
         policy
             .revoke(&r.digests, &r.keys, &r.serials)
             .map_err(TrustError::Malformed)?;
+        if let Some(bad) = r.nodes.iter().find(|n| !is_node_id(n)) {
+            return Err(TrustError::Malformed(format!(
+                "removed node {bad:?} is not a node id (26 characters of a-z and 2-7, as `marque ca node list` shows them)"
+            )));
+        }
         Ok(policy)
     }
 
@@ -605,5 +617,26 @@ mod tests {
         bytes[at] ^= 0x20;
         std::fs::write(&path, bytes).unwrap();
         assert!(again.current().is_err());
+    }
+
+    #[test]
+    fn removed_nodes_must_be_node_ids() {
+        assert!(is_node_id("abcdefghijklmnopqrstuvwxyz"));
+        assert!(is_node_id("a234567bcdefghijklmnopqrst"));
+        for bad in [
+            "",
+            "abc",
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            "abcdefghijklmnopqrstuvwxy1",
+            " bcdefghijklmnopqrstuvwxyz",
+        ] {
+            assert!(!is_node_id(bad), "{bad:?}");
+        }
+        let mut b = bundle(1, "edge", signers(&[&key()], 1));
+        b.revocations.nodes = vec!["abcdefghijklmnopqrstuvwxyz".into()];
+        assert!(b.policy().is_ok());
+        b.revocations.nodes.push("node-7 ".into());
+        let e = b.policy().unwrap_err().to_string();
+        assert!(e.contains("\"node-7 \" is not a node id"), "{e}");
     }
 }

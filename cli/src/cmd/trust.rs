@@ -45,6 +45,15 @@ pub(super) async fn publish(args: TrustPublishArgs) -> anyhow::Result<Status> {
         keys: signer_pems,
     };
     signers.parse()?;
+    if let Some(bad) = args
+        .revoke_nodes
+        .iter()
+        .find(|n| !marque_verifier::trust::is_node_id(n))
+    {
+        anyhow::bail!(
+            "--revoke-node {bad:?} is not a node id (26 characters of a-z and 2-7, as `marque ca node list` shows them)"
+        );
+    }
     let now = super::unix_now();
     let bundle = Bundle {
         version: args.bundle_version,
