@@ -39,7 +39,16 @@ pub struct Budget {
     deadline: Option<Instant>,
     timeout: Option<Duration>,
     max_envelope_signatures: usize,
-    refused: Mutex<Option<OverBudget>>,
+    refused: Mutex<Option<(OverBudget, Cause)>>,
+}
+
+/// What stopped a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The work limit: a property of the evidence, the same next time.
+    Work,
+    /// The deadline: maybe the evidence, maybe a slow registry.
+    Deadline,
 }
 
 impl Budget {
@@ -83,28 +92,39 @@ impl Budget {
             .spent
             .fetch_add(units, Ordering::Relaxed)
             .saturating_add(units);
-        let why = if spent > self.limit {
-            format!(
-                "the verification work limit ({} MiB of hashing equivalent per decision) was reached",
-                self.limit >> 20
+        let (why, cause) = if spent > self.limit {
+            (
+                format!(
+                    "the verification work limit ({} MiB of hashing equivalent per decision) was reached",
+                    self.limit >> 20
+                ),
+                Cause::Work,
             )
         } else if let (Some(deadline), Some(timeout)) = (self.deadline, self.timeout)
             && Instant::now() >= deadline
         {
-            format!(
-                "the decision deadline ({}) passed during signature checks",
-                humantime::format_duration(timeout)
+            (
+                format!(
+                    "the decision deadline ({}) passed during signature checks",
+                    humantime::format_duration(timeout)
+                ),
+                Cause::Deadline,
             )
         } else {
             return Ok(());
         };
         let refused = OverBudget(why);
-        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(refused.clone());
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some((refused.clone(), cause));
         Err(refused)
     }
 
     /// Why the budget refused, once it has.
     pub fn exhausted(&self) -> Option<OverBudget> {
+        self.exhausted_by().map(|(why, _)| why)
+    }
+
+    /// Why the budget refused and what stopped it, once it has.
+    pub fn exhausted_by(&self) -> Option<(OverBudget, Cause)> {
         self.refused
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -130,6 +150,7 @@ mod tests {
         assert!(e.0.contains("work limit"), "{e}");
         assert_eq!(b.spend(0).unwrap_err(), e);
         assert_eq!(b.exhausted(), Some(e));
+        assert_eq!(b.exhausted_by().map(|(_, c)| c), Some(Cause::Work));
     }
 
     #[test]
@@ -137,5 +158,6 @@ mod tests {
         let b = Budget::new(u64::MAX, 4).with_timeout(Duration::ZERO);
         let e = b.spend(1).unwrap_err();
         assert!(e.0.contains("deadline"), "{e}");
+        assert_eq!(b.exhausted_by().map(|(_, c)| c), Some(Cause::Deadline));
     }
 }

@@ -390,10 +390,19 @@ impl Enforcer {
         )
         .await;
         let failure = match evaluated {
-            // A denial made before all the evidence was checked (the work
-            // budget or the deadline ran out in the signature checks) is
-            // no verdict on the image: handled as a timeout is.
-            Ok(Ok(d)) if !d.allowed && budget.exhausted().is_some() => d.reasons.join("; "),
+            // A denial made when the deadline ran out in the signature
+            // checks is no verdict on the image: handled as a timeout is.
+            // (The work limit is a verdict on the evidence, and is cached
+            // like one, so a hostile image costs its work once per TTL.)
+            Ok(Ok(d))
+                if !d.allowed
+                    && matches!(
+                        budget.exhausted_by(),
+                        Some((_, crate::budget::Cause::Deadline))
+                    ) =>
+            {
+                d.reasons.join("; ")
+            }
             Ok(Ok(d)) => {
                 let v = Verdict {
                     image: image.to_string(),
@@ -406,10 +415,14 @@ impl Enforcer {
                     cached: false,
                     inconclusive: false,
                 };
-                // An allowance the budget cut short (audit mode, or a
-                // threshold met before it ran out) is not kept either: the
-                // next request decides again.
-                if let (Some(digest), None) = (d.digest, budget.exhausted()) {
+                // A decision the deadline cut short (an allowance in audit
+                // mode, or a threshold met before it) is not kept: the next
+                // request decides again.
+                let deadline = matches!(
+                    budget.exhausted_by(),
+                    Some((_, crate::budget::Cause::Deadline))
+                );
+                if let (Some(digest), false) = (d.digest, deadline) {
                     self.cache_put(
                         CacheKey {
                             version,
