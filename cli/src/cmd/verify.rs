@@ -168,20 +168,15 @@ pub(super) fn certificate_requirements(
     args: &crate::args::CertTrustArgs,
 ) -> anyhow::Result<Option<CertificateRequirements>> {
     use anyhow::Context as _;
-    use marque_keys::certificate::certificates_from_pem;
+    // Strict, as in a policy: every block a certificate that parses.
+    use marque_keys::certificate::certificate_list;
     let Some(roots_path) = &args.ca_roots else {
         return Ok(None);
     };
-    let roots = certificates_from_pem(&super::read_file(roots_path, "CA roots")?)
+    let roots = certificate_list(&super::read_file(roots_path, "CA roots")?)
         .with_context(|| roots_path.display().to_string())?;
-    if roots.is_empty() {
-        anyhow::bail!(
-            "{}: no CERTIFICATE in the CA roots file",
-            roots_path.display()
-        );
-    }
     let intermediates = match &args.certificate_chain {
-        Some(p) => certificates_from_pem(&super::read_file(p, "certificate chain")?)
+        Some(p) => certificate_list(&super::read_file(p, "certificate chain")?)
             .with_context(|| p.display().to_string())?,
         None => Vec::new(),
     };
