@@ -219,6 +219,15 @@ async fn verify_legacy(
         Attached::Manifest(m) => m,
     };
     for (index, layer) in parsed.layers.iter().take(req.max_layers).enumerate() {
+        // Once the decision's budget is spent, nothing more can be checked:
+        // stop fetching (envelopes are up to 17 MiB each).
+        if let Some(why) = budget.exhausted() {
+            report.rejected.push(AttestationRejection {
+                index,
+                reason: format!("not checked, nor the layers after it: {why}"),
+            });
+            break;
+        }
         let blob = match fetch_envelope(repo, layer, req).await? {
             Ok(b) => b,
             Err(reason) => {

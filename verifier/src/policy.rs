@@ -1932,4 +1932,60 @@ mod tests {
             d.reasons
         );
     }
+
+    /// Once the budget is spent, the remaining attestation layers are not
+    /// even fetched: the first unchecked one says so, for all after it.
+    #[tokio::test]
+    async fn a_spent_budget_stops_fetching_attestations() {
+        use crate::budget::{Budget, PER_SIGNATURE};
+        let dir = tempfile::tempdir().unwrap();
+        let key =
+            marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256).unwrap();
+        let (client, image) = signed_layout(dir.path(), &[&key]).await;
+        let repo = client.repository(&image);
+        let others: Vec<marque_keys::SigningKey> = (0..5)
+            .map(|_| {
+                marque_keys::SigningKey::generate(marque_keys::Algorithm::EcdsaP256Sha256).unwrap()
+            })
+            .collect();
+        for k in &others {
+            let mut append = crate::attest::start(
+                repo.clone(),
+                &image,
+                k,
+                "https://slsa.dev/provenance/v1",
+                serde_json::json!({}),
+                100,
+            )
+            .await
+            .unwrap();
+            if append.write().await.unwrap().is_none() {
+                append.confirm().await.unwrap();
+            }
+        }
+        let req = crate::attest::AttestationRequirements {
+            keys: vec![key.public_key().clone()],
+            predicate_type: "https://slsa.dev/provenance/v1".into(),
+            max_envelope_bytes: 1 << 20,
+            max_layers: 100,
+            certificates: None,
+            now: std::time::SystemTime::now(),
+        };
+        let budget = Budget::new(2 * (PER_SIGNATURE + 4096), 16);
+        let report = crate::attest::verify(&repo, &image, &req, &budget)
+            .await
+            .unwrap();
+        assert!(report.verified.is_empty());
+        let last = report.rejected.last().unwrap();
+        assert!(
+            last.reason.contains("not checked, nor the layers after it"),
+            "{:?}",
+            report.rejected
+        );
+        assert!(
+            report.rejected.len() < others.len(),
+            "{:?}",
+            report.rejected
+        );
+    }
 }

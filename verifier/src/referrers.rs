@@ -243,6 +243,13 @@ pub async fn verify(
     let mut verified = Vec::new();
     let mut rejected = Vec::new();
     for entry in index.manifests.iter().take(max_referrers) {
+        if let Some(why) = trust.budget.exhausted() {
+            rejected.push((
+                entry.digest_str.clone(),
+                format!("not checked, nor the referrers after it: {why}"),
+            ));
+            break;
+        }
         // Older writers list the config type instead of the bundle type
         // (cosign#4422): look at every manifest entry that is not clearly
         // something else.
