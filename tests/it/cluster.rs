@@ -951,24 +951,16 @@ fn trust_bundles_signed_versioned_and_for_one_segment() {
     // Published to a registry too, as an OCI artifact.
     if let Some(reg) = registry() {
         let repo = unique_repo("trust");
-        let out = marque(
+        let out = trust_publish(
+            &policy,
+            "4",
+            &k1,
             &[
-                "trust",
-                "publish",
-                "--segment",
-                "edge",
-                "--policy",
-                policy.to_str().unwrap(),
-                "--bundle-version",
-                "4",
-                "--key",
-                k1.to_str().unwrap(),
                 "--key",
                 k2.to_str().unwrap(),
                 "--to",
                 &format!("{}/{repo}", reg.addr()),
             ],
-            &[],
         );
         out.expect_code(0);
         let m: serde_json::Value = serde_json::from_slice(

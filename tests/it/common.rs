@@ -270,26 +270,28 @@ pub fn pin_bundle_signer(node: &Path, signer_pub: &Path, segment: &str) {
 }
 
 /// `marque trust publish` of `policy` as `version` for segment `edge`,
+/// signed by `key`, with `extra` arguments (the destination among them).
+pub fn trust_publish(policy: &Path, version: &str, key: &Path, extra: &[&str]) -> Out {
+    let mut args = vec![
+        "trust",
+        "publish",
+        "--segment",
+        "edge",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--bundle-version",
+        version,
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    marque(&args, &[])
+}
+
+/// `marque trust publish` of `policy` as `version` for segment `edge`,
 /// signed by `key` into `out`, then `marque node trust` of it on `node`.
 pub fn publish_and_accept(policy: &Path, version: &str, key: &Path, out: &Path, node: &Path) {
-    marque(
-        &[
-            "trust",
-            "publish",
-            "--segment",
-            "edge",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--bundle-version",
-            version,
-            "--key",
-            key.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .expect_code(0);
+    trust_publish(policy, version, key, &["--out", out.to_str().unwrap()]).expect_code(0);
     marque(
         &[
             "node",

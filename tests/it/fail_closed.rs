@@ -331,24 +331,12 @@ fn a_trust_bundle_with_thousands_of_signatures_is_refused_at_once() {
     publish_and_accept(&policy, "1", &key, &good, &node);
     // A removed node written so that it matches no node is refused, not
     // published to leave that node running.
-    let out = marque(
-        &[
-            "trust",
-            "publish",
-            "--segment",
-            "edge",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--bundle-version",
-            "2",
-            "--key",
-            key.to_str().unwrap(),
-            "--revoke-node",
-            "Node-7",
-            "--out",
-            dir.path().join("bad.json").to_str().unwrap(),
-        ],
-        &[],
+    let bad = dir.path().join("bad.json");
+    let out = trust_publish(
+        &policy,
+        "2",
+        &key,
+        &["--revoke-node", "Node-7", "--out", bad.to_str().unwrap()],
     );
     out.expect_code(2);
     assert!(
