@@ -263,23 +263,9 @@ impl Cluster {
     /// `marque trust publish` of `policy` as `version`, to `dest`
     /// (`--to REPO`, `--ca ADDR --admin DIR` or `--out FILE`).
     fn publish(&self, policy: &Path, version: u64, expires: &str, dest: &[&str]) -> Out {
-        let version = version.to_string();
-        let mut args = vec![
-            "trust",
-            "publish",
-            "--segment",
-            "edge",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--bundle-version",
-            &version,
-            "--expires",
-            expires,
-            "--key",
-            self.ops_key.to_str().unwrap(),
-        ];
-        args.extend_from_slice(dest);
-        marque(&args, &[])
+        let mut extra = vec!["--expires", expires];
+        extra.extend_from_slice(dest);
+        trust_publish(policy, &version.to_string(), &self.ops_key, &extra)
     }
 }
 
