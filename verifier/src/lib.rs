@@ -27,6 +27,7 @@ pub mod referrers;
 pub mod registry;
 pub mod save;
 pub mod sign;
+pub mod sigstore;
 pub mod trust;
 pub mod verify;
 
