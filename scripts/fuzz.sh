@@ -29,11 +29,11 @@ fi
 SECONDS_EACH="${FUZZ_SECONDS:-30}"
 MAX_LEN="${FUZZ_MAX_LEN:-8388608}"
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(policy trust_bundle dsse attestation)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(policy trust_bundle dsse attestation checkpoint)
 
 seed() {
     local corpus="fuzz/corpus"
-    mkdir -p "$corpus"/{policy,trust_bundle,dsse,attestation}
+    mkdir -p "$corpus"/{policy,trust_bundle,dsse,attestation,checkpoint}
     # Policies: every TOML example in the policy reference.
     awk '/^```toml/ {n++; f=sprintf("fuzz/corpus/policy/doc-%02d.toml", n); next}
          /^```/ {f=""} f {print > f}' docs/policy.md
@@ -67,6 +67,17 @@ seed() {
         printf '{"sig":"AA=="}]}'
     } >"$corpus/dsse/large-many-signatures.json"
     cp "$corpus/dsse/large-many-signatures.json" "$corpus/attestation/"
+    # Checkpoints and inclusion proofs: the real ones in testdata/sigstore.
+    local n=0
+    for b in testdata/sigstore/conformance/*/bundle.sigstore.json; do
+        n=$((n + 1))
+        python3 -c 'import json,sys
+p = json.load(open(sys.argv[1]))["verificationMaterial"]["tlogEntries"][0].get("inclusionProof", {})
+open(sys.argv[2] + ".json", "w").write(json.dumps(p))
+note = p.get("checkpoint", {}).get("envelope")
+if note:
+    open(sys.argv[2] + ".note", "w").write(note)' "$b" "$corpus/checkpoint/case-$n"
+    done
     for d in dsse attestation; do
         printf '{"payloadType":"application/vnd.in-toto+json","payload":"%s","signatures":[{"keyid":"","sig":"MEUCIQC3ggVMCbG2AhbCsyvcwmJ7pnZ5d3YsWyq0sNjRP7uG0gIgZtEwUd0XQnAzM2qHZoSHWSw+r5wDzb/6KkAGqwh2Q/Y="},{"sig":"AA=="}]}' \
             "$statement" >"$corpus/$d/statement.json"
