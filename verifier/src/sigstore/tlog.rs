@@ -1,6 +1,10 @@
 //! A transparency-log entry's inclusion proof, checked whole: the Merkle
 //! path from the entry's body to the proof's root, the checkpoint signed
 //! by a trusted log, and the checkpoint naming that same root and size.
+//!
+//! Rekor v2 clients are told to take the size and root from the verified
+//! checkpoint and ignore the proof's own; requiring the two to agree is
+//! stricter and accepts every conformance case that must pass.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -129,6 +133,9 @@ mod tests {
             "rekor2-happy-path",
             "rekor2-checkpoint-cosigned",
             "rekor2-checkpoint-multiple-cosigs",
+            "rekor2-checkpoint-origin-not-first",
+            "rekor2-checkpoint-two-sigs-from-origin",
+            "rekor2-checkpoint-two-sigs-cosigned",
         ] {
             check(case).unwrap_or_else(|e| panic!("{case}: {e}"));
         }
@@ -139,6 +146,10 @@ mod tests {
             ("invalid-checkpoint-signature_fail", "checkpoint"),
             ("checkpoint-bad-keyhint_fail", "checkpoint"),
             ("rekor2-checkpoint-no-matching-signature_fail", "checkpoint"),
+            ("rekor2-checkpoint-missing-origin_fail", "checkpoint"),
+            ("rekor2-checkpoint-missing-size_fail", "checkpoint"),
+            ("rekor2-checkpoint-missing-root-hash_fail", "checkpoint"),
+            ("rekor2-checkpoint-missing-log-signature_fail", "checkpoint"),
         ] {
             let e = check(case).expect_err(case);
             assert!(e.0.contains(why), "{case}: {e}");
