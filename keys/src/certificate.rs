@@ -363,16 +363,20 @@ pub fn certificate_list(pem_bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
                 )));
             }
             let der = b.into_contents();
-            match x509_parser::parse_x509_certificate(&der) {
-                Ok(([], _)) => Ok(der),
-                Ok(_) => Err(cert_err(format!(
-                    "certificate {} has trailing bytes",
-                    i + 1
-                ))),
-                Err(e) => Err(cert_err(format!("certificate {}: {e}", i + 1))),
-            }
+            check_der(&der).map_err(|e| cert_err(format!("certificate {}: {e}", i + 1)))?;
+            Ok(der)
         })
         .collect()
+}
+
+/// Checks that `der` is one X.509 certificate that parses, with nothing
+/// after it.
+pub fn check_der(der: &[u8]) -> Result<(), Error> {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok(([], _)) => Ok(()),
+        Ok(_) => Err(cert_err("trailing bytes after the certificate")),
+        Err(e) => Err(cert_err(e.to_string())),
+    }
 }
 
 /// A signer's certificate, parsed.

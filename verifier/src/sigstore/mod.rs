@@ -8,6 +8,8 @@
 //! - [`set`]: Rekor v1 signed entry timestamps (inclusion promises).
 //! - [`tlog`]: a bundle's `inclusionProof` checked whole: the proof, its
 //!   checkpoint's signature by a trusted log, and that the two agree.
+//! - [`trusted_root`]: `trusted_root.json`, the logs and authorities with
+//!   their validity windows.
 //!
 //! Each is tested on real public data (testdata/sigstore, from the
 //! sigstore-conformance suite), facts from `shared/reference/keyless.md`.
@@ -16,6 +18,7 @@ pub mod checkpoint;
 pub mod merkle;
 pub mod set;
 pub mod tlog;
+pub mod trusted_root;
 
 /// Why a proof was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,31 +60,23 @@ pub(crate) mod fixtures {
             .clone()
     }
 
-    /// The trusted logs for a case: its own trusted root, or production
-    /// Rekor v1.
-    pub(crate) fn logs(case: &str) -> Vec<super::checkpoint::LogKey> {
+    /// A case's trusted root: its own, or production.
+    pub(crate) fn root(case: &str) -> super::trusted_root::TrustedRoot {
         let own = dir().join(format!("conformance/{case}/trusted_root.json"));
-        let root = if own.exists() {
-            json(&format!("conformance/{case}/trusted_root.json"))
+        let path = if own.exists() {
+            own
         } else {
-            json("rekor-v1.production.json")
+            dir().join("trusted_root.production.json")
         };
-        root["tlogs"]
-            .as_array()
-            .unwrap()
+        super::trusted_root::TrustedRoot::parse(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// The checkpoint keys of a case's trusted logs.
+    pub(crate) fn logs(case: &str) -> Vec<super::checkpoint::LogKey> {
+        root(case)
+            .tlogs
             .iter()
-            .map(|t| {
-                let der = base64::Engine::decode(
-                    &base64::engine::general_purpose::STANDARD,
-                    t["publicKey"]["rawBytes"].as_str().unwrap(),
-                )
-                .unwrap();
-                super::checkpoint::LogKey::new(
-                    t["baseUrl"].as_str().unwrap(),
-                    marque_keys::PublicKey::from_spki_der(&der).unwrap(),
-                )
-                .unwrap()
-            })
+            .map(|t| t.checkpoint_key().unwrap())
             .collect()
     }
 }
