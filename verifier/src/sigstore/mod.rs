@@ -8,6 +8,8 @@
 //! - [`set`]: Rekor v1 signed entry timestamps (inclusion promises).
 //! - [`tlog`]: a bundle's `inclusionProof` checked whole: the proof, its
 //!   checkpoint's signature by a trusted log, and that the two agree.
+//! - [`entry`]: a `hashedrekord` entry body against the artifact digest,
+//!   signature and certificate it must log.
 //! - [`trusted_root`]: `trusted_root.json`, the logs and authorities with
 //!   their validity windows.
 //!
@@ -15,6 +17,7 @@
 //! sigstore-conformance suite), facts from `shared/reference/keyless.md`.
 
 pub mod checkpoint;
+pub mod entry;
 pub mod merkle;
 pub mod set;
 pub mod tlog;
