@@ -369,6 +369,87 @@ pub fn certificate_list(pem_bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
         .collect()
 }
 
+/// The DER SubjectPublicKeyInfo of a certificate, as it is encoded in it.
+pub fn spki_of(cert_der: &[u8]) -> Result<Vec<u8>, Error> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|e| cert_err(e.to_string()))?;
+    Ok(cert.public_key().raw.to_vec())
+}
+
+/// Splits a certificate for RFC 6962 §3.2 precertificate checks: its
+/// TBSCertificate with the extension `oid` removed, re-encoded in DER, and
+/// the content of that extension's value (for embedded SCTs, the DER
+/// OCTET STRING holding the TLS-encoded list, unwrapped). Nothing else in
+/// the TBSCertificate is touched: every other element keeps its bytes.
+pub fn tbs_without_extension(
+    cert_der: &[u8],
+    oid: &str,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), Error> {
+    use der::asn1::{Any, AnyRef, ObjectIdentifier};
+    use der::{Decode, Encode, Reader, SliceReader, Tagged as _};
+    let oid: ObjectIdentifier = oid.parse().map_err(|_| cert_err("bad extension OID"))?;
+    let bad = |what: &str| cert_err(format!("precertificate: {what}"));
+    fn items(der: &[u8]) -> Result<Vec<AnyRef<'_>>, Error> {
+        let bad = || cert_err("precertificate: not DER");
+        let mut r = SliceReader::new(der).map_err(|_| bad())?;
+        let mut out = Vec::new();
+        while !r.is_finished() {
+            out.push(r.decode().map_err(|_| bad())?);
+        }
+        Ok(out)
+    }
+    let seq = |contents: &[u8]| -> Result<Vec<u8>, Error> {
+        Any::new(der::Tag::Sequence, contents)
+            .and_then(|a| a.to_der())
+            .map_err(|_| bad("cannot re-encode"))
+    };
+    let cert = AnyRef::from_der(cert_der).map_err(|_| bad("not DER"))?;
+    let tbs = *items(cert.value())?
+        .first()
+        .ok_or_else(|| bad("no TBSCertificate"))?;
+    let mut out = Vec::new();
+    let mut found = None;
+    for item in items(tbs.value())? {
+        let encoded = item.to_der().map_err(|_| bad("cannot re-encode"))?;
+        // [3] EXPLICIT Extensions (context-specific, constructed, 3).
+        if encoded.first() != Some(&0xA3) {
+            out.extend_from_slice(&encoded);
+            continue;
+        }
+        let extensions = AnyRef::from_der(item.value()).map_err(|_| bad("bad extensions"))?;
+        let mut kept = Vec::new();
+        for ext in items(extensions.value())? {
+            let mut r = SliceReader::new(ext.value()).map_err(|_| bad("too long"))?;
+            let id: ObjectIdentifier = r.decode().map_err(|_| bad("bad extension"))?;
+            if id != oid {
+                kept.extend_from_slice(&ext.to_der().map_err(|_| bad("cannot re-encode"))?);
+                continue;
+            }
+            if found.is_some() {
+                return Err(bad("the extension appears twice"));
+            }
+            let mut value: AnyRef<'_> = r.decode().map_err(|_| bad("bad extension"))?;
+            if value.tag() == der::Tag::Boolean {
+                value = r.decode().map_err(|_| bad("bad extension"))?;
+            }
+            // extnValue is an OCTET STRING whose content, for embedded
+            // SCTs, is itself a DER OCTET STRING.
+            let inner = match value.tag() {
+                der::Tag::OctetString => AnyRef::from_der(value.value()).ok(),
+                _ => None,
+            }
+            .filter(|inner| inner.tag() == der::Tag::OctetString)
+            .ok_or_else(|| bad("the extension value is not an OCTET STRING"))?;
+            found = Some(inner.value().to_vec());
+        }
+        let wrapped = Any::new(item.tag(), seq(&kept)?)
+            .and_then(|a| a.to_der())
+            .map_err(|_| bad("cannot re-encode"))?;
+        out.extend_from_slice(&wrapped);
+    }
+    Ok((seq(&out)?, found))
+}
+
 /// Checks that `der` is one X.509 certificate that parses, with nothing
 /// after it.
 pub fn check_der(der: &[u8]) -> Result<(), Error> {

@@ -5,6 +5,7 @@
 //! - [`merkle`]: RFC 9162 inclusion proofs (leaf and node hashes).
 //! - [`checkpoint`]: C2SP signed-note checkpoints and the log keys that
 //!   sign them (Rekor v1: ECDSA P-256; Rekor v2: Ed25519).
+//! - [`sct`]: SCTs embedded in Fulcio certificates (RFC 6962 §3.2).
 //! - [`set`]: Rekor v1 signed entry timestamps (inclusion promises).
 //! - [`tlog`]: a bundle's `inclusionProof` checked whole: the proof, its
 //!   checkpoint's signature by a trusted log, and that the two agree.
@@ -19,6 +20,7 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
+pub mod sct;
 pub mod set;
 pub mod tlog;
 pub mod trusted_root;
