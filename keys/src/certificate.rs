@@ -450,6 +450,58 @@ pub fn tbs_without_extension(
     Ok((seq(&out)?, found))
 }
 
+/// The Fulcio extensions of a certificate (`1.3.6.1.4.1.57264.1.N`), by N.
+/// `.1`–`.6` hold the raw string bytes; `.8` onwards a DER UTF8String.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FulcioExtensions(pub std::collections::BTreeMap<u32, String>);
+
+/// The Fulcio OID arc.
+const FULCIO_ARC: &str = "1.3.6.1.4.1.57264.1.";
+
+impl FulcioExtensions {
+    /// Reads them from a DER certificate. A value that is not text is an
+    /// error, not a missing extension.
+    pub fn of(cert_der: &[u8]) -> Result<FulcioExtensions, Error> {
+        use der::Decode as _;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(cert_der).map_err(|e| cert_err(e.to_string()))?;
+        let mut out = std::collections::BTreeMap::new();
+        for ext in cert.extensions() {
+            let id = ext.oid.to_id_string();
+            let Some(n) = id
+                .strip_prefix(FULCIO_ARC)
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let text = if n <= 6 {
+                std::str::from_utf8(ext.value).ok().map(str::to_owned)
+            } else {
+                der::asn1::Utf8StringRef::from_der(ext.value)
+                    .ok()
+                    .map(|s| s.as_str().to_owned())
+            }
+            .ok_or_else(|| cert_err(format!("Fulcio extension {id} is not text")))?;
+            if out.insert(n, text).is_some() {
+                return Err(cert_err(format!("Fulcio extension {id} appears twice")));
+            }
+        }
+        Ok(FulcioExtensions(out))
+    }
+
+    /// The OIDC issuer: `.8` (Issuer V2), else the deprecated `.1`. Both
+    /// present and different is an error.
+    pub fn issuer(&self) -> Result<Option<&str>, Error> {
+        match (self.0.get(&8), self.0.get(&1)) {
+            (Some(v2), Some(v1)) if v2 != v1 => Err(cert_err(format!(
+                "the certificate names two issuers, {v2:?} and {v1:?}"
+            ))),
+            (Some(v), _) | (None, Some(v)) => Ok(Some(v)),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// Checks that `der` is one X.509 certificate that parses, with nothing
 /// after it.
 pub fn check_der(der: &[u8]) -> Result<(), Error> {
@@ -848,5 +900,44 @@ mod path_tests {
         assert!(normalize_serial("").is_none());
         assert!(normalize_serial("xyz").is_none());
         assert!(normalize_serial("0x").is_none());
+    }
+
+    #[test]
+    fn fulcio_extensions_of_a_real_certificate() {
+        use base64::Engine as _;
+        let bundle: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../testdata/sigstore/conformance/happy-path-v0.3/bundle.sigstore.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(
+                bundle["verificationMaterial"]["certificate"]["rawBytes"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        let ext = FulcioExtensions::of(&der).unwrap();
+        assert_eq!(
+            ext.issuer().unwrap(),
+            Some("https://token.actions.githubusercontent.com")
+        );
+        // Raw (.2) and DER UTF8String (.20) forms of the same claim.
+        assert_eq!(ext.0[&2], "workflow_dispatch");
+        assert_eq!(ext.0[&20], "workflow_dispatch");
+        assert_eq!(ext.0[&22], "public");
+        let mut two = ext.clone();
+        two.0.insert(1, "https://accounts.example".into());
+        assert!(two.issuer().is_err());
+        let cert = SignerCertificate::from_der(der).unwrap();
+        assert_eq!(
+            cert.identities(),
+            [
+                "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main"
+            ]
+        );
     }
 }
