@@ -1429,6 +1429,20 @@ fn the_proxy_fails_closed_on_hostile_policies_and_envelopes() {
         .to_owned();
     assert!(message.contains("2001 signatures"), "{message}");
 
+    // skopeo through the proxy: both refused, each with its reason.
+    for (image, reason) in [
+        (
+            format!("{ns}/ids/app:v1"),
+            "0 of 1 required distinct signers",
+        ),
+        (format!("{ns}/att/app:v1"), "2001 signatures"),
+    ] {
+        if let Some(out) = skopeo_pull(c.dir.path(), &proxy, &image, "refused") {
+            assert_ne!(out.code, 0, "{image}");
+            assert!(out.stderr.contains(reason), "{image}: {}", out.stderr);
+        }
+    }
+
     let r = proxy_get(&proxy, &format!("/v2/{ns}/signed/manifests/v1"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("Docker-Content-Digest"), Some(signed.as_str()));
