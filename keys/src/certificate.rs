@@ -468,6 +468,9 @@ impl FulcioExtensions {
         let mut out = std::collections::BTreeMap::new();
         for ext in cert.extensions() {
             let id = ext.oid.to_id_string();
+            // Only `…57264.1.N` are Fulcio claims; anything else (other
+            // arcs, deeper OIDs) is not read. Claims are identity, never
+            // trust material, so an unread one can only fail a match.
             let Some(n) = id
                 .strip_prefix(FULCIO_ARC)
                 .and_then(|n| n.parse::<u32>().ok())

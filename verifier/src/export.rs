@@ -37,7 +37,6 @@ pub struct ContainersPolicy {
 }
 
 const KEY_DIR: &str = "KEYDIR";
-const KEY_DIR_PREFIX: &str = "KEYDIR/";
 
 impl ContainersPolicy {
     /// The policy with key paths under `dir` (absolute, as policy.json
@@ -52,8 +51,9 @@ impl ContainersPolicy {
                         match v {
                             serde_json::Value::Array(paths) if k == "keyPaths" => {
                                 for p in paths.iter_mut() {
-                                    if let Some(name) =
-                                        p.as_str().and_then(|s| s.strip_prefix(KEY_DIR_PREFIX))
+                                    if let Some(name) = p
+                                        .as_str()
+                                        .and_then(|s| s.strip_prefix(KEY_DIR)?.strip_prefix('/'))
                                     {
                                         *p = dir.join(name).display().to_string().into();
                                     }

@@ -389,20 +389,16 @@ impl Enforcer {
             ),
         )
         .await;
+        // The work limit is a verdict on the evidence, cached like one (a
+        // hostile image costs its work once per TTL); a deadline cut is not.
+        let cut_by_deadline = matches!(
+            budget.exhausted_by(),
+            Some((_, crate::budget::Cause::Deadline))
+        );
         let failure = match evaluated {
             // A denial made when the deadline ran out in the signature
             // checks is no verdict on the image: handled as a timeout is.
-            // (The work limit is a verdict on the evidence, and is cached
-            // like one, so a hostile image costs its work once per TTL.)
-            Ok(Ok(d))
-                if !d.allowed
-                    && matches!(
-                        budget.exhausted_by(),
-                        Some((_, crate::budget::Cause::Deadline))
-                    ) =>
-            {
-                d.reasons.join("; ")
-            }
+            Ok(Ok(d)) if !d.allowed && cut_by_deadline => d.reasons.join("; "),
             Ok(Ok(d)) => {
                 let v = Verdict {
                     image: image.to_string(),
@@ -418,11 +414,7 @@ impl Enforcer {
                 // A decision the deadline cut short (an allowance in audit
                 // mode, or a threshold met before it) is not kept: the next
                 // request decides again.
-                let deadline = matches!(
-                    budget.exhausted_by(),
-                    Some((_, crate::budget::Cause::Deadline))
-                );
-                if let (Some(digest), false) = (d.digest, deadline) {
+                if let (Some(digest), false) = (d.digest, cut_by_deadline) {
                     self.cache_put(
                         CacheKey {
                             version,

@@ -57,9 +57,9 @@ mod tests {
     use super::*;
     use crate::sigstore::fixtures;
 
-    fn check(case: &str) -> Result<(), ProofError> {
+    /// A case's entry, its log id and its SET, decoded.
+    fn parts(case: &str) -> (serde_json::Value, Vec<u8>, Vec<u8>) {
         let e = fixtures::entry(case);
-        let int = |v: &serde_json::Value| v.as_str().unwrap().parse::<i64>().unwrap();
         let log_id = STANDARD
             .decode(e["logId"]["keyId"].as_str().unwrap())
             .unwrap();
@@ -70,6 +70,12 @@ mod tests {
                     .unwrap(),
             )
             .unwrap();
+        (e, log_id, set)
+    }
+
+    fn check(case: &str) -> Result<(), ProofError> {
+        let (e, log_id, set) = parts(case);
+        let int = |v: &serde_json::Value| v.as_str().unwrap().parse::<i64>().unwrap();
         let promise = Promise {
             body_b64: e["canonicalizedBody"].as_str().unwrap(),
             integrated_time: int(&e["integratedTime"]),
@@ -88,17 +94,7 @@ mod tests {
 
     #[test]
     fn each_field_is_covered() {
-        let e = fixtures::entry("happy-path-v0.3");
-        let log_id = STANDARD
-            .decode(e["logId"]["keyId"].as_str().unwrap())
-            .unwrap();
-        let set = STANDARD
-            .decode(
-                e["inclusionPromise"]["signedEntryTimestamp"]
-                    .as_str()
-                    .unwrap(),
-            )
-            .unwrap();
+        let (e, log_id, set) = parts("happy-path-v0.3");
         let key = fixtures::logs("happy-path-v0.3")[0].key.clone();
         let good = Promise {
             body_b64: e["canonicalizedBody"].as_str().unwrap(),

@@ -159,8 +159,7 @@ fn tlog(v: &Value, section: &str) -> Result<TransparencyLog, ProofError> {
     }
     let pk = &v["publicKey"];
     let der = b64(&pk["rawBytes"], &format!("{what} publicKey.rawBytes"))?;
-    let details = pk["keyDetails"].as_str().unwrap_or_default();
-    let key = match details {
+    let key = match pk["keyDetails"].as_str().unwrap_or("(no keyDetails)") {
         "PKIX_ECDSA_P256_SHA_256" | "PKIX_ECDSA_P384_SHA_384" | "PKIX_ED25519" => {
             LogPublicKey::Supported(
                 PublicKey::from_spki_der(&der).map_err(|e| bad(format!("{what}: {e}")))?,
@@ -177,7 +176,8 @@ fn tlog(v: &Value, section: &str) -> Result<TransparencyLog, ProofError> {
 }
 
 fn authority(v: &Value, section: &str) -> Result<CertificateAuthority, ProofError> {
-    let uri = v["uri"].as_str().unwrap_or_default().to_owned();
+    // The URI names the authority in errors only; trust is its chain.
+    let uri = v["uri"].as_str().unwrap_or("(no uri)").to_owned();
     let what = format!("{section} {uri}");
     let chain = list(&v["certChain"], "certificates")?
         .iter()
@@ -205,7 +205,7 @@ impl TrustedRoot {
             return Err(bad(format!("larger than {MAX_BYTES} bytes")));
         }
         let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let media_type = v["mediaType"].as_str().unwrap_or_default();
+        let media_type = v["mediaType"].as_str().unwrap_or("(none)");
         if !MEDIA_TYPES.contains(&media_type) {
             return Err(bad(format!("unknown mediaType {media_type:?}")));
         }
