@@ -391,7 +391,12 @@ impl Policy {
             let mut authorities: Vec<Arc<Authority>> = Vec::new();
             for (ai, a) in scope.authorities.iter().enumerate() {
                 let af = format!("{field}.authority[{ai}]");
-                if authorities.iter().any(|b| b.name == a.get_ref().name) {
+                // Against the names written, so the error shows even when
+                // the other authority does not load.
+                if scope.authorities[..ai]
+                    .iter()
+                    .any(|b| b.get_ref().name == a.get_ref().name)
+                {
                     errors.at(
                         a.span(),
                         format!("{af}.name"),
@@ -1545,6 +1550,10 @@ mod tests {
         refused(
             "[[scope.authority]]\nname = \"ci\"\nca_roots = \"root.pem\"\nidentities = [\"\"]\n",
             "empty",
+        );
+        refused(
+            "[[scope.authority]]\nname = \"a\"\nkeys = [\"missing.pub\"]\n[[scope.authority]]\nname = \"a\"\nkeys = [\"k1.pub\"]\n",
+            "another authority in this scope is named",
         );
         refused(
             "[[scope.authority]]\nname = \"a\"\nkeys = [\"k0.pub\"]\n[[scope.authority]]\nname = \"a\"\nkeys = [\"k1.pub\"]\n",
