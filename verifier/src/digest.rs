@@ -72,14 +72,8 @@ impl Hasher {
 
     /// The digest of everything added.
     pub fn finish(self) -> Digest {
-        let hash = sha2::Digest::finalize(self.0);
-        let mut s = String::with_capacity(71);
-        s.push_str("sha256:");
-        for b in hash.iter() {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-        Digest(s)
+        let hash: [u8; 32] = sha2::Digest::finalize(self.0).into();
+        Digest::from_sha256(&hash)
     }
 }
 
