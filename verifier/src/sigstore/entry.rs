@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use super::ProofError;
+use crate::Digest;
 
 /// What a `hashedrekord` entry must record.
 #[derive(Debug, Clone, Copy)]
@@ -44,15 +45,10 @@ pub fn check_hashedrekord(body: &[u8], logged: &Logged<'_>) -> Result<(), ProofE
             if hash["algorithm"] != "sha256" {
                 return Err(bad("the logged digest is not SHA-256"));
             }
-            let digest = hash["value"]
+            let digest: Digest = hash["value"]
                 .as_str()
-                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-                .and_then(|h| {
-                    (0..32)
-                        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
-                        .collect::<Option<Vec<u8>>>()
-                })
-                .ok_or_else(|| bad("the logged digest is not 64 hex digits"))?;
+                .and_then(|h| format!("sha256:{h}").parse().ok())
+                .ok_or_else(|| bad("the logged digest is not 64 lowercase hex digits"))?;
             let pem = b64(&spec["signature"]["publicKey"]["content"], "the logged key")?;
             let certificate = marque_keys::certificate::first_certificate(&pem)
                 .map_err(|_| bad("the logged key is not a certificate"))?;
@@ -67,8 +63,11 @@ pub fn check_hashedrekord(body: &[u8], logged: &Logged<'_>) -> Result<(), ProofE
             if spec["data"]["algorithm"] != "SHA2_256" {
                 return Err(bad("the logged digest is not SHA-256"));
             }
+            let digest: [u8; 32] = b64(&spec["data"]["digest"], "the logged digest")?
+                .try_into()
+                .map_err(|_| bad("the logged digest is not 32 bytes"))?;
             (
-                b64(&spec["data"]["digest"], "the logged digest")?,
+                Digest::from_sha256(&digest),
                 b64(&spec["signature"]["content"], "the logged signature")?,
                 b64(
                     &spec["signature"]["verifier"]["x509Certificate"]["rawBytes"],
@@ -78,7 +77,7 @@ pub fn check_hashedrekord(body: &[u8], logged: &Logged<'_>) -> Result<(), ProofE
         }
         _ => return Err(bad("unknown hashedrekord apiVersion")),
     };
-    if digest != logged.sha256 {
+    if digest != Digest::from_sha256(logged.sha256) {
         return Err(bad("it logs another artifact digest"));
     }
     if signature != logged.signature {
